@@ -1,0 +1,139 @@
+/*
+ * Store statistics: logical bytes (what the refs' models would be as
+ * files), stored bytes, and how much deduplication saves. Each model's
+ * standalone size is the bytes of every object it reaches; its own bytes
+ * are those no other ref's model reaches.
+ */
+#include "engine/maint.h"
+#include "engine/model.h"
+#include "engine/store_int.h"
+
+#include <stdio.h>
+#include <sys/stat.h>
+
+typedef struct {
+    tvs_txn *txn;
+    tvs_stats *st;
+    tvs__idset seen;        /* per model */
+    tvs__idset all;         /* reached by any ref */
+    uint64_t acc;
+} stats_state;
+
+static int count_obj(const tvs_id *id, tvs_span b, void *p)
+{
+    tvs_stats *st = p;
+    st->objects++;
+    st->stored += b.len;
+    int type = b.len ? b.ptr[0] : 0;
+    st->chunks += type == TVS_OBJ_CHUNK;
+    st->tensors += type == TVS_OBJ_TENSOR;
+    st->models += type == TVS_OBJ_MODEL;
+    return 0;
+}
+
+static int sum_fn(void *p, const tvs_id *id, int type, int status, tvs_span b)
+{
+    stats_state *s = p;
+    s->acc += b.len;
+    return 0;
+}
+
+static int model_fn(const char *name, const tvs_id *id, void *p)
+{
+    stats_state *s = p;
+    tvs_stats *st = s->st;
+    tvs_stats_model *m = tvs_realloc(st->refs, (st->n_refs + 1) * sizeof *m);
+    if (!m)
+        return tvs__fail(TVS_ENOMEM, "out of memory");
+    st->refs = m;
+    m = &st->refs[st->n_refs++];
+    memset(m, 0, sizeof *m);
+    snprintf(m->name, sizeof m->name, "%s", name);
+    m->id = *id;
+    tvs_model_obj mo;
+    int rc = tvs_model_load(&mo, s->txn, id);
+    if (rc)
+        return tvs__failctx(rc, "ref '%s'", name);
+    m->kind = mo.kind;
+    for (size_t i = 0; i < mo.n_files; i++)
+        m->n_tensors += mo.files[i].n_tensors;
+    rc = tvs_model_logical_size(&m->logical, s->txn, &mo);
+    tvs_model_dispose(&mo);
+    if (rc)
+        return rc;
+    tvs__idset_dispose(&s->seen);
+    s->acc = 0;
+    if ((rc = tvs__walk(s->txn, id, &s->seen, sum_fn, s)))
+        return rc;
+    m->stored = s->acc;
+    return 0;
+}
+
+/* A model's own bytes: objects of it that no other listed model reaches. */
+static int own_bytes(stats_state *s, size_t k)
+{
+    tvs_stats *st = s->st;
+    tvs__idset others = { 0 };
+    int rc = 0;
+    for (size_t i = 0; !rc && i < st->n_refs; i++)
+        if (i != k && !tvs_id_eq(&st->refs[i].id, &st->refs[k].id)) {
+            s->acc = 0;
+            rc = tvs__walk(s->txn, &st->refs[i].id, &others, sum_fn, s);
+        }
+    tvs__idset mine = { 0 };
+    s->acc = 0;
+    /* walk k again, counting only what the others did not reach */
+    if (!rc) {
+        tvs__idset_dispose(&mine);
+        mine = others;   /* objects seen by others are skipped by the walk */
+        others = (tvs__idset){ 0 };
+        rc = tvs__walk(s->txn, &st->refs[k].id, &mine, sum_fn, s);
+        st->refs[k].own = s->acc;
+    }
+    tvs__idset_dispose(&mine);
+    tvs__idset_dispose(&others);
+    return rc;
+}
+
+int tvs_stats_get(tvs_stats *st, tvs_store *store)
+{
+    stats_state s = { 0 };
+    memset(st, 0, sizeof *st);
+    s.st = st;
+    int rc = tvs_txn_begin(&s.txn, store, TVS_TXN_READ);
+    if (!rc) rc = tvs_obj_foreach(s.txn, count_obj, st);
+    if (!rc) rc = tvs_ref_foreach(s.txn, NULL, model_fn, &s);
+    for (size_t i = 0; !rc && i < st->n_refs; i++) {
+        int dup = 0;
+        for (size_t j = 0; j < i; j++)
+            dup |= tvs_id_eq(&st->refs[j].id, &st->refs[i].id);
+        if (!dup) {
+            st->logical += st->refs[i].logical;
+            st->standalone += st->refs[i].stored;
+        }
+        s.acc = 0;
+        rc = tvs__walk(s.txn, &st->refs[i].id, &s.all, sum_fn, &s);
+        st->reachable += s.acc;
+    }
+    /* own bytes cost one walk per other model: only for modest ref counts */
+    for (size_t i = 0; !rc && st->n_refs <= 256 && i < st->n_refs; i++)
+        rc = own_bytes(&s, i);
+    tvs_txn_end(s.txn);
+    tvs__idset_dispose(&s.seen);
+    tvs__idset_dispose(&s.all);
+    char p[4096];
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/data.mdb", tvs_store_path(store));
+    if (!rc && stat(p, &sb) == 0)
+        st->file_bytes = (uint64_t)sb.st_size;
+    if (rc)
+        tvs_stats_dispose(st);
+    return rc;
+}
+
+void tvs_stats_dispose(tvs_stats *st)
+{
+    tvs_free(st->refs);
+    st->refs = NULL;
+    st->n_refs = 0;
+}
