@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -499,8 +500,10 @@ static int build_objects(publish *p, int single, const tvs_import_opts *o)
     p->model.flags = single ? TVS_MODEL_SINGLE_FILE : 0;
     p->model.time = (int64_t)time(NULL);
     const char *author = o->author ? o->author : getenv("USER");
-    if (!author)
-        author = "unknown";
+    if (!author) {
+        struct passwd *pw = getpwuid(getuid());
+        author = pw ? pw->pw_name : "unknown";
+    }
     p->model.author = (tvs_span){ (const uint8_t *)author, strlen(author) };
     p->model.message = (tvs_span){ (const uint8_t *)p->msg, strlen(p->msg) };
     if (p->has_head) {

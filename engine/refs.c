@@ -167,7 +167,7 @@ int tvs_ref_foreach(tvs_txn *t, const char *prefix,
         return tvs__mdb_fail(mrc, "listing refs");
     for (mrc = mdb_cursor_get(c, &k, &v, plen ? MDB_SET_RANGE : MDB_FIRST); !mrc && !rc;
          mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+        if (plen && (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0))
             break;
         char name[TVS_REF_MAX + 1];
         if (k.mv_size > TVS_REF_MAX || v.mv_size != TVS_ID_LEN) {

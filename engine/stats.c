@@ -124,8 +124,8 @@ int tvs_stats_get(tvs_stats *st, tvs_store *store)
     char p[4096];
     struct stat sb;
     snprintf(p, sizeof p, "%s/data.mdb", tvs_store_path(store));
-    if (!rc && stat(p, &sb) == 0)
-        st->file_bytes = (uint64_t)sb.st_size;
+    if (!rc && stat(p, &sb) == 0)   /* allocated, not apparent: the map is sparse */
+        st->file_bytes = (uint64_t)sb.st_blocks * 512;
     if (rc)
         tvs_stats_dispose(st);
     return rc;

@@ -167,7 +167,7 @@ static int env_open(tvs_store **out, const char *path, const tvs_store_opts *o, 
         rc = tvs__mdb_fail(mrc, path);
         goto out;
     }
-    unsigned flags = MDB_NOTLS | MDB_NOMETASYNC | (s->readonly ? MDB_RDONLY : 0);
+    unsigned flags = MDB_NOTLS | MDB_NOMETASYNC | MDB_WRITEMAP | (s->readonly ? MDB_RDONLY : 0);
     if ((mrc = mdb_env_open(s->env, path, flags, 0644))) {
         rc = mrc == ENOENT ? tvs__fail(TVS_ENOTFOUND, "not a tvstore store: %s", path)
                            : tvs__mdb_fail(mrc, path);

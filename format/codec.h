@@ -45,7 +45,7 @@ typedef struct {
     int level;             /**< zstd level; 0 = TVS_ZSTD_LEVEL */
 } tvs_chunk_params;
 
-#define TVS_ZSTD_LEVEL 1
+#define TVS_ZSTD_LEVEL 3
 
 /** Make a context able to encode and decode chunks of up to @p max_raw bytes. */
 int  tvs_codec_ctx_new(tvs_codec_ctx **out, size_t max_raw);
