@@ -112,24 +112,71 @@ static int cmd_init(int argc, char **argv)
 
 /* ---------------------------------------------------------------- import */
 
+/* Names of the refs pointing at @p id, comma-separated, into @p out. */
+typedef struct { const tvs_id *id; char *out; size_t cap; } names_ctx;
+
+static int name_cb(const char *name, const tvs_id *id, void *p)
+{
+    names_ctx *c = p;
+    if (!tvs_id_eq(id, c->id))
+        return 0;
+    size_t n = strlen(c->out);
+    snprintf(c->out + n, c->cap - n, "%s%s", n ? ", " : "", name);
+    return 0;
+}
+
+static void ref_names(char *out, size_t cap, tvs_store *s, const tvs_id *id)
+{
+    tvs_txn *txn;
+    names_ctx c = { id, out, cap };
+    out[0] = 0;
+    if (tvs_txn_begin(&txn, s, TVS_TXN_READ) == 0) {
+        tvs_ref_foreach(txn, NULL, name_cb, &c);
+        tvs_txn_end(txn);
+    }
+    if (!out[0])
+        tvs_id_hex(out, id);
+}
+
+static void print_import(const char *what, const char *as, const tvs_import_result *r)
+{
+    char h[TVS_ID_HEX + 1], w[32], l[32];
+    tvs_fmt_bytes(w, sizeof w, (double)r->written);
+    tvs_fmt_bytes(l, sizeof l, (double)r->logical);
+    printf("imported %s as %s (model %s)\n", what, as, hex(&r->model, h));
+    printf("  %zu tensors: %zu unchanged from base, %zu deduplicated, %zu delta, %zu full; "
+           "%s logical, %s newly stored (%.4f)\n", r->n_tensors, r->n_unchanged, r->n_dedup,
+           r->n_delta, r->n_full, l, w, r->logical ? (double)r->written / r->logical : 0);
+}
+
+#define MAX_PARENTS 16
+
 static int cmd_import(int argc, char **argv)
 {
     static const struct option opts[] = {
         { "as", required_argument, 0, 'a' }, { "message", required_argument, 0, 'm' },
         { "threads", required_argument, 0, 't' }, { "level", required_argument, 0, 'l' },
+        { "base", required_argument, 0, 'b' }, { "parent", required_argument, 0, 'p' },
         { 0, 0, 0, 0 } };
-    const char *as = NULL;
+    const char *as = NULL, *parents[MAX_PARENTS];
     tvs_import_opts o = TVS_IMPORT_OPTS_INIT;
     int c;
-    while ((c = getopt_long(argc, argv, "a:m:t:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "a:m:t:b:p:", opts, NULL)) != -1) {
         switch (c) {
         case 'a': as = optarg; break;
         case 'm': o.message = optarg; break;
         case 't': o.threads = atoi(optarg); break;
         case 'l': o.level = atoi(optarg); break;
+        case 'b': o.base = optarg; break;
+        case 'p':
+            if (o.n_parents == MAX_PARENTS)
+                return usage_error("import", "too many --parent");
+            parents[o.n_parents++] = optarg;
+            break;
         default: return usage_error("import", "unknown option");
         }
     }
+    o.parents = parents;
     if (optind + 1 != argc)
         return usage_error("import", "give exactly one PATH");
     if (!as)
@@ -142,15 +189,95 @@ static int cmd_import(int argc, char **argv)
     progress_init(&p, "importing");
     o.progress = progress_cb;
     o.progress_payload = &p;
-    tvs_id id;
-    rc = tvs_import(&id, s, argv[optind], as, &o);
+    tvs_import_result r;
+    rc = tvs_import(&r, s, argv[optind], as, &o);
     progress_done(&p);
+    if (!rc && o.base) {
+        char names[512];
+        ref_names(names, sizeof names, s, &r.base);
+        if (r.base_reason[0])
+            printf("base auto: picked %s: %s\n", names, r.base_reason);
+        else
+            printf("delta of %s\n", names);
+    }
     tvs_store_close(s);
     if (rc)
         return fail(rc, "import");
-    char h[TVS_ID_HEX + 1];
-    printf("imported %s as %s (model %s)\n", argv[optind], as, hex(&id, h));
+    print_import(argv[optind], as, &r);
     return 0;
+}
+
+static int cmd_diff(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "as", required_argument, 0, 'a' }, { "message", required_argument, 0, 'm' },
+        { 0, 0, 0, 0 } };
+    const char *as = NULL;
+    tvs_import_opts o = TVS_IMPORT_OPTS_INIT;
+    int c;
+    while ((c = getopt_long(argc, argv, "a:m:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'a': as = optarg; break;
+        case 'm': o.message = optarg; break;
+        default: return usage_error("diff", "unknown option");
+        }
+    }
+    if (optind + 2 != argc)
+        return usage_error("diff", "give A and B");
+    if (!as)
+        return usage_error("diff", "--as NAME is required");
+    tvs_store *s;
+    tvs_import_result r;
+    int rc = open_store(&s, 0);
+    if (!rc)
+        rc = tvs_diff(&r, s, argv[optind], argv[optind + 1], as, &o);
+    tvs_store_close(s);
+    if (rc)
+        return fail(rc, "diff");
+    print_import(argv[optind + 1], as, &r);
+    return 0;
+}
+
+static void backup_item(const tvs_backup_item *it, void *p)
+{
+    char w[32];
+    tvs_fmt_bytes(w, sizeof w, (double)it->r.written);
+    printf("%-40s base %-32s depth %d  est %.3f  stored %s (%.4f)\n", it->name,
+           it->base[0] ? it->base : "(full)", it->depth, it->estimate, w,
+           it->r.logical ? (double)it->r.written / it->r.logical : 0);
+    fflush(stdout);
+}
+
+static int cmd_backup(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "as", required_argument, 0, 'a' }, { "base", required_argument, 0, 'b' },
+        { "max-chain", required_argument, 0, 'c' }, { "threads", required_argument, 0, 't' },
+        { 0, 0, 0, 0 } };
+    const char *as = NULL;
+    tvs_backup_opts o = { 0 };
+    int c;
+    while ((c = getopt_long(argc, argv, "a:b:t:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'a': as = optarg; break;
+        case 'b': o.base = optarg; break;
+        case 'c': o.max_chain = atoi(optarg); break;
+        case 't': o.import.threads = atoi(optarg); break;
+        default: return usage_error("backup", "unknown option");
+        }
+    }
+    if (optind + 1 != argc)
+        return usage_error("backup", "give exactly one DIR");
+    if (!as)
+        return usage_error("backup", "--as PREFIX is required");
+    if (o.max_chain < 0 || o.max_chain > 15)
+        return usage_error("backup", "--max-chain must be 1 to 15");
+    tvs_store *s;
+    int rc = open_store(&s, 0);
+    if (!rc)
+        rc = tvs_backup(s, argv[optind], as, &o, backup_item, NULL);
+    tvs_store_close(s);
+    return rc ? fail(rc, "backup") : 0;
 }
 
 /* ---------------------------------------------------------------- export */
@@ -424,19 +551,26 @@ out:
 
 /* ------------------------------------------------------------------- log */
 
+static int cmd_log_graph(const char *name);
+
 static int cmd_log(int argc, char **argv)
 {
     static const struct option opts[] = { { "json", no_argument, 0, OPT_JSON },
+                                          { "graph", no_argument, 0, 'g' },
                                           { 0, 0, 0, 0 } };
-    int json = 0, c;
+    int json = 0, graph = 0, c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == OPT_JSON)
             json = 1;
+        else if (c == 'g')
+            graph = 1;
         else
             return usage_error("log", "unknown option");
     }
+    if (graph && optind + 1 >= argc)
+        return cmd_log_graph(optind < argc ? argv[optind] : NULL);
     if (optind + 1 != argc)
-        return usage_error("log", "give exactly one NAME");
+        return usage_error("log", "give exactly one NAME (or --graph)");
     tvs_store *s;
     tvs_txn *txn = NULL;
     tvs_id id;
@@ -482,6 +616,252 @@ out:
     if (json)
         print_json(arr);
     return 0;
+}
+
+/* --------------------------------------------------------------- lineage */
+
+typedef struct {
+    tvs_id id, up;           /* up: base for a delta, else first parent */
+    int has_up, kind, depth;
+    int64_t time;
+    char refs[256];
+    char msg[80];
+    uint64_t own, logical;
+} node;
+
+typedef struct {
+    node *v;
+    size_t n, cap;
+    tvs_txn *txn;
+} graph;
+
+static long node_find(const graph *g, const tvs_id *id)
+{
+    for (size_t i = 0; i < g->n; i++)
+        if (tvs_id_eq(&g->v[i].id, id))
+            return (long)i;
+    return -1;
+}
+
+static int node_add(graph *g, const tvs_id *id, const char *ref)
+{
+    long k = node_find(g, id);
+    if (k < 0) {
+        tvs_model_obj m;
+        if (!tvs_obj_has(g->txn, id))
+            return 0;   /* history collected by gc */
+        int rc = tvs_model_load(&m, g->txn, id);
+        if (rc)
+            return rc;
+        if (g->n == g->cap) {
+            size_t cap = g->cap ? 2 * g->cap : 32;
+            node *v = realloc(g->v, cap * sizeof *v);
+            if (!v) {
+                tvs_model_dispose(&m);
+                return tvs__fail(TVS_ENOMEM, "out of memory");
+            }
+            g->v = v;
+            g->cap = cap;
+        }
+        node *n = &g->v[g->n];
+        memset(n, 0, sizeof *n);
+        n->id = *id;
+        n->kind = m.kind;
+        n->time = m.time;
+        snprintf(n->msg, sizeof n->msg, "%.*s", (int)m.message.len, (const char *)m.message.ptr);
+        if (m.kind == TVS_MODEL_DELTA) {
+            n->up = m.base;
+            n->has_up = 1;
+        } else if (m.n_parents) {
+            n->up = m.parents[0];
+            n->has_up = 1;
+        }
+        rc = tvs_model_logical_size(&n->logical, g->txn, &m);
+        tvs_model_dispose(&m);
+        if (rc)
+            return rc;
+        k = (long)g->n++;
+        tvs_id up = g->v[k].up;
+        if (g->v[k].has_up && (rc = node_add(g, &up, NULL)))
+            return rc;
+        k = node_find(g, id);
+    }
+    if (ref) {
+        node *n = &g->v[k];
+        size_t len = strlen(n->refs);
+        snprintf(n->refs + len, sizeof n->refs - len, "%s%s", len ? ", " : "", ref);
+    }
+    return 0;
+}
+
+static int graph_ref(const char *name, const tvs_id *id, void *p)
+{
+    return node_add(p, id, name);
+}
+
+static void print_node(const graph *g, size_t i, const char *prefix, int last, int root)
+{
+    const node *n = &g->v[i];
+    char own[32], lg[32], h[TVS_ID_HEX + 1];
+    tvs_fmt_bytes(own, sizeof own, (double)n->own);
+    tvs_fmt_bytes(lg, sizeof lg, (double)n->logical);
+    tvs_id_hex(h, &n->id);
+    printf("%s%s%s %.12s  %s  added %s of %s (%.1f%%)\n", prefix,
+           root ? "" : last ? "\u2514\u2500 " : "\u251c\u2500 ",
+           n->refs[0] ? n->refs : "(no ref)", h, n->kind == TVS_MODEL_DELTA ? "delta" : "full",
+           own, lg, n->logical ? 100.0 * n->own / n->logical : 0);
+    char sub[512];
+    snprintf(sub, sizeof sub, "%s%s", prefix, root ? "" : last ? "   " : "\u2502  ");
+    size_t kids[1024], nk = 0;
+    for (size_t j = 0; j < g->n && nk < 1024; j++)
+        if (g->v[j].has_up && tvs_id_eq(&g->v[j].up, &n->id))
+            kids[nk++] = j;
+    for (size_t k = 0; k < nk; k++)
+        print_node(g, kids[k], sub, k + 1 == nk, 0);
+}
+
+/* Bytes each node added, attributing shared objects to the oldest model. */
+static int attribute(graph *g)
+{
+    size_t *order = calloc(g->n + 1, sizeof *order);
+    tvs_id *ids = calloc(g->n + 1, sizeof *ids);
+    uint64_t *added = calloc(g->n + 1, sizeof *added);
+    int rc = (!order || !ids || !added) ? tvs__fail(TVS_ENOMEM, "out of memory") : 0;
+    for (size_t i = 0; !rc && i < g->n; i++) {
+        size_t k = i;
+        while (k > 0 && g->v[order[k - 1]].time > g->v[i].time) {
+            order[k] = order[k - 1];
+            k--;
+        }
+        order[k] = i;
+    }
+    for (size_t i = 0; !rc && i < g->n; i++)
+        ids[i] = g->v[order[i]].id;
+    if (!rc)
+        rc = tvs_attribute_bytes(added, g->txn, ids, g->n);
+    for (size_t i = 0; !rc && i < g->n; i++)
+        g->v[order[i]].own = added[i];
+    free(order);
+    free(ids);
+    free(added);
+    return rc;
+}
+
+static int cmd_lineage(int argc, char **argv)
+{
+    if (argc > 2)
+        return usage_error("lineage", "at most one NAME");
+    tvs_store *s;
+    graph g = { 0 };
+    int rc = open_store(&s, 1);
+    if (rc)
+        return fail(rc, "lineage");
+    if (!(rc = tvs_txn_begin(&g.txn, s, TVS_TXN_READ)))
+        rc = tvs_ref_foreach(g.txn, NULL, graph_ref, &g);
+    long only = -1;
+    if (!rc && argc == 2) {
+        tvs_id id;
+        if (!(rc = tvs_resolve(&id, g.txn, argv[1]))) {
+            only = node_find(&g, &id);
+            /* climb to the root of its tree */
+            while (only >= 0 && g.v[only].has_up) {
+                long up = node_find(&g, &g.v[only].up);
+                if (up < 0)
+                    break;
+                only = up;
+            }
+        }
+    }
+    if (!rc)
+        rc = attribute(&g);
+    for (size_t i = 0; !rc && i < g.n; i++) {
+        int root = !g.v[i].has_up || node_find(&g, &g.v[i].up) < 0;
+        if (root && (only < 0 || (size_t)only == i))
+            print_node(&g, i, "", 1, 1);
+    }
+    tvs_txn_end(g.txn);
+    tvs_store_close(s);
+    free(g.v);
+    return rc ? fail(rc, "lineage") : 0;
+}
+
+static int by_time_desc(const void *a, const void *b)
+{
+    const node *x = a, *y = b;
+    return x->time < y->time ? 1 : x->time > y->time ? -1 : memcmp(&x->id, &y->id, 16);
+}
+
+/* Draw the graph newest first, one lane per line of descent, like git. */
+static void draw_graph(graph *g)
+{
+    tvs_id lanes[64];
+    size_t nl = 0;
+    qsort(g->v, g->n, sizeof *g->v, by_time_desc);
+    for (size_t i = 0; i < g->n; i++) {
+        const node *n = &g->v[i];
+        size_t col = nl;
+        for (size_t l = 0; l < nl; l++)
+            if (tvs_id_eq(&lanes[l], &n->id)) {
+                col = l;
+                break;
+            }
+        if (col == nl && nl < 64)
+            lanes[nl++] = n->id;
+        char h[TVS_ID_HEX + 1], when[64];
+        tvs_id_hex(h, &n->id);
+        fmt_time(when, sizeof when, n->time);
+        for (size_t l = 0; l < nl; l++)
+            printf("%s ", l == col ? "*" : "|");
+        printf("%.12s%s%s%s %s  %s  %s\n", h, n->refs[0] ? " (" : "", n->refs,
+               n->refs[0] ? ")" : "", n->kind == TVS_MODEL_DELTA ? "delta" : "full", when,
+               n->msg);
+        /* lanes that also waited for this node end here */
+        size_t merged = 0;
+        for (size_t l = nl; l-- > col + 1;)
+            if (tvs_id_eq(&lanes[l], &n->id)) {
+                memmove(&lanes[l], &lanes[l + 1], (nl - l - 1) * sizeof *lanes);
+                nl--;
+                merged++;
+            }
+        if (merged) {
+            for (size_t l = 0; l < nl; l++)
+                printf("| ");
+            for (size_t m = 0; m < merged; m++)
+                printf("%s", m ? " /" : "/");
+            printf("\n");
+        }
+        int up = n->has_up && node_find(g, &n->up) >= 0;
+        if (col < nl) {
+            if (up) {
+                lanes[col] = n->up;
+            } else {
+                memmove(&lanes[col], &lanes[col + 1], (nl - col - 1) * sizeof *lanes);
+                nl--;
+            }
+        }
+    }
+}
+
+static int cmd_log_graph(const char *name)
+{
+    tvs_store *s;
+    graph g = { 0 };
+    int rc = open_store(&s, 1);
+    if (rc)
+        return fail(rc, "log");
+    if (!(rc = tvs_txn_begin(&g.txn, s, TVS_TXN_READ))) {
+        tvs_id id;
+        if (name && !(rc = tvs_resolve(&id, g.txn, name)))
+            rc = node_add(&g, &id, name);
+        else if (!name)
+            rc = tvs_ref_foreach(g.txn, NULL, graph_ref, &g);
+    }
+    if (!rc)
+        draw_graph(&g);
+    tvs_txn_end(g.txn);
+    tvs_store_close(s);
+    free(g.v);
+    return rc ? fail(rc, "log") : 0;
 }
 
 /* ------------------------------------------------------------ refs: tag */
@@ -590,14 +970,81 @@ static int cmd_ref(int argc, char **argv)
                        "'rename OLD NEW'");
 }
 
+typedef struct {
+    const char *name;
+    int force;
+    char deps[1024];
+    size_t n_deps;
+} rm_op;
+
+static int dep_cb(const char *ref, const tvs_id *delta, void *p)
+{
+    rm_op *op = p;
+    if (strcmp(ref, op->name) == 0)
+        return 0;
+    size_t n = strlen(op->deps);
+    snprintf(op->deps + n, sizeof op->deps - n, "%s%s", n ? ", " : "", ref);
+    op->n_deps++;
+    return 0;
+}
+
+/* Still reachable from another ref? Then its deltas keep working anyway. */
+typedef struct { const tvs_id *id; const char *skip; int found; } other_ref;
+
+static int other_cb(const char *name, const tvs_id *id, void *p)
+{
+    other_ref *o = p;
+    if (strcmp(name, o->skip) != 0 && tvs_id_eq(id, o->id))
+        o->found = 1;
+    return 0;
+}
+
+static int rm_txn(tvs_txn *txn, void *p)
+{
+    rm_op *op = p;
+    tvs_id id;
+    op->deps[0] = 0;
+    op->n_deps = 0;
+    int rc = tvs_ref_get(&id, txn, op->name);
+    if (rc)
+        return rc;
+    other_ref o = { &id, op->name, 0 };
+    if (!op->force && !(rc = tvs_ref_foreach(txn, NULL, other_cb, &o)) && !o.found)
+        rc = tvs_dependents(txn, &id, dep_cb, op);
+    if (rc)
+        return rc;
+    if (op->n_deps)
+        return tvs__fail(TVS_EBUSY, "'%s' is the base of %zu delta model%s (%s); delete "
+                         "them first, or use --force to delete the ref and keep its objects "
+                         "for them", op->name, op->n_deps, op->n_deps == 1 ? "" : "s",
+                         op->deps);
+    return tvs_ref_del(txn, op->name);
+}
+
 static int cmd_rm(int argc, char **argv)
 {
-    if (argc != 2)
+    static const struct option opts[] = { { "force", no_argument, 0, 'f' },
+                                          { 0, 0, 0, 0 } };
+    rm_op op = { 0 };
+    int c;
+    while ((c = getopt_long(argc, argv, "f", opts, NULL)) != -1) {
+        if (c == 'f')
+            op.force = 1;
+        else
+            return usage_error("rm", "unknown option");
+    }
+    if (optind + 1 != argc)
         return usage_error("rm", "give exactly one NAME");
-    int rc = do_ref_del("rm", argv[1]);
+    op.name = argv[optind];
+    tvs_store *s;
+    int rc = open_store(&s, 0);
     if (!rc)
-        printf("removed ref %s; run 'tvs gc' to reclaim what only it used\n", argv[1]);
-    return rc;
+        rc = tvs_store_write(s, 1u << 20, rm_txn, &op);
+    tvs_store_close(s);
+    if (rc)
+        return fail(rc, "rm");
+    printf("removed ref %s; run 'tvs gc' to reclaim what only it used\n", op.name);
+    return 0;
 }
 
 /* -------------------------------------------------------------------- gc */
@@ -705,11 +1152,14 @@ static int cmd_stats(int argc, char **argv)
         for (size_t i = 0; i < st.n_refs; i++) {
             const tvs_stats_model *m = &st.refs[i];
             char h[TVS_ID_HEX + 1];
+            char bh[TVS_ID_HEX + 1];
             json_array_append_new(models, json_pack(
-                "{s:s, s:s, s:s, s:I, s:I, s:I, s:f}", "name", m->name, "model",
-                hex(&m->id, h), "kind", m->kind == TVS_MODEL_DELTA ? "delta" : "full",
-                "logical_bytes", (json_int_t)m->logical, "stored_bytes", (json_int_t)m->stored,
-                "own_bytes", (json_int_t)m->own, "ratio", ratio(m->stored, m->logical)));
+                "{s:s, s:s, s:s, s:s?, s:I, s:I, s:I, s:f}", "name", m->name, "model",
+                hex(&m->id, h), "kind", m->kind == TVS_MODEL_DELTA ? "delta" : "full", "base",
+                m->kind == TVS_MODEL_DELTA ? hex(&m->base, bh) : NULL, "logical_bytes",
+                (json_int_t)m->logical, "added_bytes", (json_int_t)m->added,
+                "restore_bytes", (json_int_t)m->stored, "share",
+                ratio(m->added, m->logical)));
         }
         print_json(json_pack(
             "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:o}", "objects",
@@ -738,16 +1188,27 @@ static int cmd_stats(int argc, char **argv)
     printf("unreachable     %12s  (run 'tvs gc')\n", u);
     printf("store file      %12s\n", f);
     if (st.n_refs) {
-        printf("\n%-32s %-5s %11s %11s %7s %11s\n", "ref", "kind", "logical", "stored",
-               "ratio", "own");
+        /* added: bytes this model brought in (objects no earlier model reaches);
+         * share: added / logical, i.e. a delta's size as a share of its full model */
+        printf("\n%-28s %-5s %-20s %10s %10s %6s %10s\n", "ref", "kind", "base", "logical",
+               "added", "share", "restore");
         for (size_t i = 0; i < st.n_refs; i++) {
             const tvs_stats_model *m = &st.refs[i];
+            char base[64] = "-";
+            if (m->kind == TVS_MODEL_DELTA) {
+                snprintf(base, sizeof base, "%.12s", "?");
+                for (size_t j = 0; j < st.n_refs; j++)
+                    if (tvs_id_eq(&st.refs[j].id, &m->base)) {
+                        snprintf(base, sizeof base, "%s", st.refs[j].name);
+                        break;
+                    }
+            }
             tvs_fmt_bytes(a, sizeof a, (double)m->logical);
-            tvs_fmt_bytes(b, sizeof b, (double)m->stored);
-            tvs_fmt_bytes(d, sizeof d, (double)m->own);
-            printf("%-32s %-5s %11s %11s %7.4f %11s\n", m->name,
-                   m->kind == TVS_MODEL_DELTA ? "delta" : "full", a, b,
-                   ratio(m->stored, m->logical), d);
+            tvs_fmt_bytes(b, sizeof b, (double)m->added);
+            tvs_fmt_bytes(d, sizeof d, (double)m->stored);
+            printf("%-28s %-5s %-20s %10s %10s %5.1f%% %10s\n", m->name,
+                   m->kind == TVS_MODEL_DELTA ? "delta" : "full", base, a, b,
+                   100 * ratio(m->added, m->logical), d);
         }
     }
     tvs_stats_dispose(&st);
@@ -766,21 +1227,39 @@ typedef struct {
 static const command commands[] = {
     { "init", cmd_init, "init [DIR]",
       "Create a store in DIR (default: the current folder), in DIR/.tvs." },
-    { "import", cmd_import, "import PATH --as NAME [-m MSG] [--threads N]",
+    { "import", cmd_import,
+      "import PATH --as NAME [--base BASE|auto] [--parent P]... [-m MSG] [--threads N]",
       "Import a .safetensors file or a model folder (shards, index.json, config and\n"
-      "tokenizer files) as NAME. If NAME exists, the new model is its next version." },
+      "tokenizer files) as NAME. If NAME exists, the new model is its next version.\n"
+      "--base BASE stores it as a lossless delta of the stored model BASE: tensors\n"
+      "equal to BASE's are shared, changed ones are stored as bit-exact deltas, new or\n"
+      "reshaped ones in full. --base auto picks the closest stored full model and\n"
+      "says why. --parent records lineage (e.g. base-v2 continued from base-v1)." },
+    { "diff", cmd_diff, "diff A B --as NAME [-m MSG]",
+      "Store model B again as a lossless delta of model A, under NAME." },
+    { "backup", cmd_backup, "backup DIR --as PREFIX [--base BASE] [--max-chain N]",
+      "Import every checkpoint in DIR (its .safetensors files and model folders, in\n"
+      "name order) as PREFIX/<name>, each as a delta of the cheapest of BASE and the\n"
+      "latest earlier checkpoints, with delta chains at most N deep (default 8)." },
+    { "lineage", cmd_lineage, "lineage [NAME]",
+      "Print the lineage tree: bases, their versions and their deltas, with the\n"
+      "bytes each one adds to the store (of its logical size)." },
     { "export", cmd_export, "export NAME -o PATH [--threads N]",
       "Write NAME back out: one file (PATH, or PATH/<original name> if PATH is a\n"
       "folder; '-' = stdout) or a folder, byte-identical to what was imported." },
     { "ls", cmd_ls, "ls [PREFIX] [--json]", "List refs (optionally those starting with PREFIX)." },
     { "show", cmd_show, "show NAME [--json]",
       "Show a model: files, tensors (dtype, shape, logical and stored size, encoding)." },
-    { "log", cmd_log, "log NAME [--json]", "Show the versions of NAME, newest first." },
+    { "log", cmd_log, "log NAME [--json] | log --graph [NAME]",
+      "Show the versions of NAME, newest first; --graph draws the history and\n"
+      "lineage of every ref (or of NAME) like git log --graph." },
     { "tag", cmd_tag, "tag NEW-NAME TARGET [-f]",
       "Create ref NEW-NAME pointing at TARGET (a ref, NAME@id or id); -f moves it." },
     { "ref", cmd_ref, "ref list [PREFIX] | set NAME TARGET | rm NAME | rename OLD NEW",
       "Manage refs: names like llama-3.1/math are allowed." },
-    { "rm", cmd_rm, "rm NAME", "Delete ref NAME; 'tvs gc' then reclaims what only it used." },
+    { "rm", cmd_rm, "rm NAME [--force]",
+      "Delete ref NAME; 'tvs gc' then reclaims what only it used. Refused while\n"
+      "delta models still use it as their base, unless --force (their objects stay)." },
     { "gc", cmd_gc, "gc [--dry-run] [--json]",
       "Delete every object no ref reaches; report the bytes freed." },
     { "fsck", cmd_fsck, "fsck",

@@ -12,6 +12,7 @@
 #include "engine/model.h"
 #include "engine/pipe.h"
 #include "engine/store_int.h"
+#include "engine/tensor.h"
 #include "format/codec.h"
 
 #include <errno.h>
@@ -22,8 +23,7 @@
 #include <unistd.h>
 
 typedef struct {
-    tvs_span chunk;
-    size_t raw_len;
+    tvs_chunk_plan plan;
     size_t tensor;      /* index into exp.tensors */
     uint32_t index;
 } xjob;
@@ -40,6 +40,8 @@ typedef struct {
     size_t n_tensors, cap_tensors;
     tvs_codec_ctx **ctx;
     int threads;
+    size_t max_chunk;
+    tvs_tensor_chain chain;     /* scratch for planning */
 } exp_state;
 
 static int decode_job(void *payload, int worker, size_t j, uint8_t *slot, size_t cap,
@@ -47,11 +49,11 @@ static int decode_job(void *payload, int worker, size_t j, uint8_t *slot, size_t
 {
     exp_state *e = payload;
     const xjob *jb = &e->jobs[j];
-    if (jb->raw_len > cap)
+    if (2 * jb->plan.raw_len > cap)
         return tvs__fail(TVS_ECORRUPT, "chunk of %zu bytes is over the %zu-byte buffer",
-                         jb->raw_len, cap);
-    *len = jb->raw_len;
-    return tvs_chunk_decode(slot, jb->raw_len, jb->chunk, e->ctx[worker]);
+                         jb->plan.raw_len, cap / 2);
+    *len = jb->plan.raw_len;
+    return tvs_chunk_plan_decode(slot, slot + cap / 2, &jb->plan, e->ctx[worker]);
 }
 
 static int write_all(int fd, const uint8_t *p, size_t n, const char *path)
@@ -79,10 +81,12 @@ static int add_tensor(exp_state *e, tvs_txn *txn, const tvs_id *id, const char *
         e->cap_tensors = cap;
     }
     xtensor *x = &e->tensors[e->n_tensors];
-    int rc = tvs_tensor_load(&x->t, txn, id);
+    int rc = tvs_tensor_chain_load(&e->chain, txn, id);
     if (rc)
         return tvs__failctx(rc, "%s", name);
+    x->t = e->chain.t[0];
     x->name = name;
+    e->max_chunk = TVS_MAX(e->max_chunk, (size_t)x->t.chunk_size);
     for (uint32_t c = 0; c < x->t.n_chunks; c++) {
         if (e->n_jobs == e->cap_jobs) {
             size_t cap = e->cap_jobs ? 2 * e->cap_jobs : 1024;
@@ -93,11 +97,8 @@ static int add_tensor(exp_state *e, tvs_txn *txn, const tvs_id *id, const char *
             e->cap_jobs = cap;
         }
         xjob *j = &e->jobs[e->n_jobs];
-        tvs_id cid;
-        tvs_tensor_chunk_id(&cid, &x->t, c);
-        if ((rc = tvs_obj_get(&j->chunk, txn, &cid)))
+        if ((rc = tvs_chunk_plan_make(&j->plan, txn, &e->chain, c)))
             return tvs__failctx(rc, "%s: chunk %u", name, c);
-        j->raw_len = tvs_tensor_chunk_len(&x->t, c);
         j->tensor = e->n_tensors;
         j->index = c;
         e->n_jobs++;
@@ -133,8 +134,8 @@ static int stream(exp_state *e, int fd, const char *path, const tvs_export_opts 
     tvs_hasher *h = NULL;
     int rc = tvs_hasher_new(&h);
     if (!rc && e->n_jobs)
-        rc = tvs__pipe_start(&pipe, e->threads, e->n_jobs, 4 * e->threads + 4, TVS_CHUNK_MAX,
-                             decode_job, e);
+        rc = tvs__pipe_start(&pipe, e->threads, e->n_jobs, 4 * e->threads + 4,
+                             2 * e->max_chunk, decode_job, e);
     for (size_t i = 0; !rc && i < e->n_jobs; i++) {
         size_t j, len;
         uint8_t *buf;
@@ -270,7 +271,7 @@ int tvs_model_logical_size(uint64_t *out, tvs_txn *txn, const tvs_model_obj *m)
 int tvs_export(tvs_store *s, const char *spec, const char *path, const tvs_export_opts *o)
 {
     static const tvs_export_opts defaults = TVS_EXPORT_OPTS_INIT;
-    exp_state e = { 0 };
+    exp_state *e = tvs_calloc(1, sizeof *e);   /* holds a tensor chain: keep it off the stack */
     tvs_model_obj m = { 0 };
     tvs_txn *txn = NULL;
     tvs_id id;
@@ -278,16 +279,18 @@ int tvs_export(tvs_store *s, const char *spec, const char *path, const tvs_expor
     int rc;
     if (!o)
         o = &defaults;
-    e.threads = o->threads > 0 ? o->threads : tvs__ncpu();
+    if (!e)
+        return tvs__fail(TVS_ENOMEM, "out of memory");
+    e->threads = o->threads > 0 ? o->threads : tvs__ncpu();
     if ((rc = tvs_txn_begin(&txn, s, TVS_TXN_READ)) || (rc = tvs_resolve(&id, txn, spec)) ||
         (rc = tvs_model_load(&m, txn, &id)) || (rc = tvs_model_logical_size(&total, txn, &m)))
         goto out;
-    if (!(e.ctx = tvs_calloc((size_t)e.threads, sizeof *e.ctx))) {
+    if (!(e->ctx = tvs_calloc((size_t)e->threads, sizeof *e->ctx))) {
         rc = tvs__fail(TVS_ENOMEM, "out of memory");
         goto out;
     }
-    for (int i = 0; i < e.threads; i++)
-        if ((rc = tvs_codec_ctx_new(&e.ctx[i], TVS_CHUNK_MAX)))
+    for (int i = 0; i < e->threads; i++)
+        if ((rc = tvs_codec_ctx_new(&e->ctx[i], TVS_CHUNK_MAX)))
             goto out;
     struct stat st;
     int is_dir = strcmp(path, "-") != 0 && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
@@ -303,7 +306,7 @@ int tvs_export(tvs_store *s, const char *spec, const char *path, const tvs_expor
                      (const char *)f->name.ptr);
         else
             snprintf(full, sizeof full, "%s", path);
-        rc = export_file(&e, txn, f, full, o, &done, total);
+        rc = export_file(e, txn, f, full, o, &done, total);
         goto out;
     }
     if (strcmp(path, "-") == 0) {
@@ -325,15 +328,16 @@ int tvs_export(tvs_store *s, const char *spec, const char *path, const tvs_expor
         rc = mkdirs(full);
         *slash = '/';
         if (!rc)
-            rc = export_file(&e, txn, f, full, o, &done, total);
+            rc = export_file(e, txn, f, full, o, &done, total);
     }
 out:
     tvs_txn_end(txn);
     tvs_model_dispose(&m);
-    for (int i = 0; e.ctx && i < e.threads; i++)
-        tvs_codec_ctx_free(e.ctx[i]);
-    tvs_free(e.ctx);
-    tvs_free(e.jobs);
-    tvs_free(e.tensors);
+    for (int i = 0; e->ctx && i < e->threads; i++)
+        tvs_codec_ctx_free(e->ctx[i]);
+    tvs_free(e->ctx);
+    tvs_free(e->jobs);
+    tvs_free(e->tensors);
+    tvs_free(e);
     return rc;
 }

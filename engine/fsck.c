@@ -4,6 +4,7 @@
  */
 #include "engine/maint.h"
 #include "engine/store_int.h"
+#include "engine/tensor.h"
 #include "format/codec.h"
 
 #include <stdarg.h>
@@ -19,6 +20,8 @@ typedef struct {
     uint8_t *buf;
     tvs_hasher *h;
     const char *ref;
+    tvs_tensor_chain chain;
+    tvs_chunk_plan plan;
 } fsck_state;
 
 static void problem(fsck_state *f, const char *fmt, ...)
@@ -79,31 +82,29 @@ static int object_fn(const tvs_id *id, tvs_span b, void *p)
 
 static int check_tensor(fsck_state *f, const tvs_id *id, tvs_span b)
 {
-    tvs_tensor_obj t;
     char hex[TVS_ID_HEX + 1];
     tvs_id_hex(hex, id);
-    if (tvs_tensor_decode(&t, b))
-        return 0;   /* reported in pass 1 */
+    if (tvs_tensor_chain_load(&f->chain, f->txn, id)) {
+        problem(f, "ref '%s': tensor %s: %s", f->ref, hex, tvs_errmsg());
+        return 0;
+    }
+    const tvs_tensor_obj *t = &f->chain.t[0];
     tvs_hasher_reset(f->h);
-    for (uint32_t c = 0; c < t.n_chunks; c++) {
-        tvs_id cid;
-        tvs_span cb;
-        size_t len = tvs_tensor_chunk_len(&t, c);
-        tvs_tensor_chunk_id(&cid, &t, c);
-        if (tvs_obj_get(&cb, f->txn, &cid))
-            return 0;   /* reported by the walk */
-        if (tvs_chunk_decode(f->buf, len, cb, f->ctx)) {
+    for (uint32_t c = 0; c < t->n_chunks; c++) {
+        if (tvs_chunk_plan_make(&f->plan, f->txn, &f->chain, c))
+            return 0;   /* a missing chunk is reported by the walk */
+        if (tvs_chunk_plan_decode(f->buf, f->buf + TVS_CHUNK_MAX, &f->plan, f->ctx)) {
             problem(f, "ref '%s': tensor %s chunk %u does not decode: %s", f->ref, hex, c,
                     tvs_errmsg());
             return 0;
         }
-        tvs_hasher_update(f->h, f->buf, len);
-        f->res->decoded_bytes += len;
+        tvs_hasher_update(f->h, f->buf, f->plan.raw_len);
+        f->res->decoded_bytes += f->plan.raw_len;
     }
     tvs_id sum;
     tvs_hasher_final(&sum, f->h);
     f->res->tensors_checked++;
-    if (!tvs_id_eq(&sum, &t.checksum))
+    if (!tvs_id_eq(&sum, &t->checksum))
         problem(f, "ref '%s': tensor %s: decoded bytes do not match its checksum", f->ref,
                 hex);
     return 0;
@@ -146,23 +147,26 @@ static int count_unreachable(const tvs_id *id, tvs_span b, void *p)
 int tvs_fsck(tvs_fsck_result *out, tvs_store *s, void (*report)(void *, const char *),
              void *payload)
 {
-    fsck_state f = { 0 };
+    fsck_state *f = tvs_calloc(1, sizeof *f);   /* holds a tensor chain: off the stack */
     memset(out, 0, sizeof *out);
-    f.res = out;
-    f.report = report;
-    f.payload = payload;
-    int rc = tvs_txn_begin(&f.txn, s, TVS_TXN_READ);
-    if (!rc) rc = tvs_codec_ctx_new(&f.ctx, TVS_CHUNK_MAX);
-    if (!rc) rc = tvs_hasher_new(&f.h);
-    if (!rc && !(f.buf = tvs_malloc(TVS_CHUNK_MAX)))
+    if (!f)
+        return tvs__fail(TVS_ENOMEM, "out of memory");
+    f->res = out;
+    f->report = report;
+    f->payload = payload;
+    int rc = tvs_txn_begin(&f->txn, s, TVS_TXN_READ);
+    if (!rc) rc = tvs_codec_ctx_new(&f->ctx, TVS_CHUNK_MAX);
+    if (!rc) rc = tvs_hasher_new(&f->h);
+    if (!rc && !(f->buf = tvs_malloc(2 * (size_t)TVS_CHUNK_MAX)))
         rc = tvs__fail(TVS_ENOMEM, "out of memory");
-    if (!rc) rc = tvs_obj_foreach(f.txn, object_fn, &f);
-    if (!rc) rc = tvs_ref_foreach(f.txn, NULL, ref_fn, &f);
-    if (!rc) rc = tvs_obj_foreach(f.txn, count_unreachable, &f);
-    tvs_txn_end(f.txn);
-    tvs_codec_ctx_free(f.ctx);
-    tvs_hasher_free(f.h);
-    tvs_free(f.buf);
-    tvs__idset_dispose(&f.seen);
+    if (!rc) rc = tvs_obj_foreach(f->txn, object_fn, f);
+    if (!rc) rc = tvs_ref_foreach(f->txn, NULL, ref_fn, f);
+    if (!rc) rc = tvs_obj_foreach(f->txn, count_unreachable, f);
+    tvs_txn_end(f->txn);
+    tvs_codec_ctx_free(f->ctx);
+    tvs_hasher_free(f->h);
+    tvs_free(f->buf);
+    tvs__idset_dispose(&f->seen);
+    tvs_free(f);
     return rc;
 }

@@ -4,17 +4,28 @@
  * 1. Gather: list the input files, read and validate every safetensors
  *    header and every index.json against the shards. Nothing is written
  *    until all of it passes.
- * 2. Encode: every tensor (and every other file, as a U8 blob) is cut into
- *    TVS_CHUNK_SIZE chunks; a pool of threads reads (pread) and encodes
- *    them, the calling thread receives them in order, hashes the raw bytes
- *    into each tensor's checksum and writes chunks in batched transactions.
- * 3. Publish: tensor objects, the model object and the ref go in one
- *    final transaction, then the environment is synced.
+ * 2. Hash: every tensor's checksum (XXH3-128 of its bytes), read once.
+ * 3. Decide, per tensor: equal to the base's tensor of that name, or to any
+ *    stored tensor (checksum index) -> reuse it, after a byte comparison
+ *    (XXH3 is not a cryptographic hash); same dtype and shape as the base's
+ *    -> a delta tensor; otherwise a full tensor.
+ * 4. Encode: tensors are cut into TVS_CHUNK_SIZE chunks; a pool of threads
+ *    reads, transforms and encodes them (or compares them, for reuse), and
+ *    the calling thread writes chunks in order in batched transactions.
+ * 5. Publish: tensor objects, the model object, index entries and the ref
+ *    go in one final transaction, then the environment is synced.
+ *
+ * A read transaction stays open from step 3 to the end: delta and reuse
+ * jobs decode stored chunks through spans that borrow from it. The map is
+ * grown up front for the whole import, because it cannot be remapped under
+ * that transaction.
  */
 #include "engine/model.h"
 #include "engine/pipe.h"
 #include "engine/store_int.h"
+#include "engine/tensor.h"
 #include "format/codec.h"
+#include "format/delta.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -29,30 +40,43 @@
 
 #define BATCH_BYTES (256u << 20)   /* stored bytes per chunk transaction */
 #define MAX_DEPTH 16               /* folder nesting */
+#define CH TVS_CHUNK_SIZE
 
 typedef struct {
     char *name;                /* relative to the import root */
-    char *path;
+    char *path;                /* NULL for a file of a stored model (diff) */
     int fd;
     uint64_t size;
     int is_st;
     uint8_t *json;             /* safetensors header bytes */
     tvs_st_header h;
     size_t first_tensor;       /* index into imp.tensors */
+    const tvs_model_file *stored;  /* diff: the file in the source model */
 } in_file;
 
-typedef struct {
-    size_t file;
-    uint64_t off, len;         /* absolute offset in the file */
-    size_t tensor;
-    uint32_t chunk;
-} job;
+enum { MODE_FULL, MODE_DELTA, MODE_REUSE };
+enum { JOB_ENCODE, JOB_DELTA, JOB_VERIFY };
 
 typedef struct {
-    tvs_tensor_obj t;
+    tvs_tensor_obj t;          /* the object to write (FULL, DELTA) */
     uint8_t *ids;
-    tvs_id id;                 /* of the tensor object, once built */
+    tvs_id id;                 /* its id; for REUSE, the reused tensor */
+    int mode, verify;
+    const char *name;
+    size_t file;
+    uint64_t off;              /* file offset of the bytes (files on disk) */
+    tvs_tensor_chain *src;     /* diff: the source tensor's chain */
+    tvs_tensor_chain *other;   /* DELTA: the base tensor; REUSE: the reused one */
 } tensor_build;
+
+typedef struct {
+    int kind;
+    size_t tensor;
+    uint32_t chunk;
+    uint32_t len;
+    tvs_chunk_plan other;      /* DELTA: base chunk; VERIFY: the stored chunk */
+    tvs_chunk_plan src;        /* diff: the source chunk */
+} job;
 
 typedef struct {
     in_file *files;
@@ -65,6 +89,14 @@ typedef struct {
     int threads;
     int level;
     uint64_t total;
+    int single;
+    tvs_txn *rtxn;             /* read transaction for base and reuse reads */
+    tvs_model_obj base;        /* the base model, if any */
+    int has_base;              /* tensors are encoded against base (if it pays) */
+    int delta_model;           /* ... and the model is a delta (task vector) of it */
+    tvs_id base_id;
+    tvs_model_obj source;      /* diff: the model being re-encoded */
+    int has_source;
 } imp;
 
 /* ---- gather */
@@ -299,89 +331,302 @@ static int gather(imp *m, const char *path, int *single)
     return 0;
 }
 
-/* ---- plan the chunk jobs */
+/* ---- hashing and lookups */
 
-static int plan(imp *m)
+/* Checksum of every tensor read from disk (stored sources carry theirs). */
+static int hash_tensors(imp *m)
 {
-    size_t nt = 0, nj = 0;
-    for (size_t i = 0; i < m->n_files; i++) {
-        in_file *f = &m->files[i];
-        size_t k = f->is_st ? f->h.n : 1;
-        for (size_t j = 0; j < k; j++) {
-            uint64_t len = f->is_st ? f->h.tensors[j].end - f->h.tensors[j].begin : f->size;
-            nj += (size_t)tvs_chunks_for(len, TVS_CHUNK_SIZE);
+    tvs_hasher *h;
+    uint8_t *buf = tvs_malloc(4u << 20);
+    int rc = tvs_hasher_new(&h);
+    if (!rc && !buf)
+        rc = tvs__fail(TVS_ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < m->n_tensors; i++) {
+        tensor_build *tb = &m->tensors[i];
+        if (tb->src)
+            continue;
+        const in_file *f = &m->files[tb->file];
+        tvs_hasher_reset(h);
+        for (uint64_t o = 0; !rc && o < tb->t.nbytes; o += 4u << 20) {
+            size_t n = (size_t)TVS_MIN((uint64_t)4u << 20, tb->t.nbytes - o);
+            if (!(rc = read_full(f->fd, buf, n, tb->off + o, f->path)))
+                tvs_hasher_update(h, buf, n);
         }
-        nt += k;
+        tvs_hasher_final(&tb->t.checksum, h);
     }
+    tvs_hasher_free(h);
+    tvs_free(buf);
+    return rc;
+}
+
+static int span_eq_str(tvs_span s, const char *name)
+{
+    size_t n = strlen(name);
+    return s.len == n && memcmp(s.ptr, name, n) == 0;
+}
+
+/* The base model's tensor of this name, if any. */
+static const tvs_model_entry *base_entry(const tvs_model_obj *b, const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < b->n_files; i++) {
+        const tvs_model_file *f = &b->files[i];
+        size_t lo = 0, hi = f->n_tensors;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            tvs_span s = f->tensors[mid].name;
+            int c = memcmp(s.ptr, name, TVS_MIN(s.len, n));
+            if (!c)
+                c = s.len < n ? -1 : s.len > n;
+            if (!c)
+                return &f->tensors[mid];
+            if (c < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+    }
+    return NULL;
+}
+
+static int same_layout(const tvs_tensor_obj *a, const tvs_tensor_obj *b)
+{
+    return a->dtype == b->dtype && a->rank == b->rank && a->nbytes == b->nbytes &&
+           memcmp(a->shape, b->shape, a->rank * sizeof *a->shape) == 0;
+}
+
+static int load_chain(tvs_tensor_chain **out, tvs_txn *txn, const tvs_id *id)
+{
+    if (!*out && !(*out = tvs_malloc(sizeof **out)))
+        return tvs__fail(TVS_ENOMEM, "out of memory");
+    return tvs_tensor_chain_load(*out, txn, id);
+}
+
+/* ---- plan: one tensor_build per tensor, in file order */
+
+static int plan_tensors(imp *m)
+{
+    size_t nt = 0;
+    for (size_t i = 0; i < m->n_files; i++)
+        nt += m->files[i].is_st ? m->files[i].h.n : 1;
     m->tensors = tvs_calloc(nt ? nt : 1, sizeof *m->tensors);
-    m->jobs = tvs_calloc(nj ? nj : 1, sizeof *m->jobs);
-    if (!m->tensors || !m->jobs)
-        return tvs__fail(TVS_ENOMEM, "out of memory planning %zu chunks", nj);
+    if (!m->tensors)
+        return tvs__fail(TVS_ENOMEM, "out of memory planning %zu tensors", nt);
     for (size_t i = 0; i < m->n_files; i++) {
         in_file *f = &m->files[i];
         f->first_tensor = m->n_tensors;
         uint64_t data0 = f->is_st ? 8 + f->h.header_len : 0;
         size_t k = f->is_st ? f->h.n : 1;
         for (size_t j = 0; j < k; j++) {
-            tensor_build *tb = &m->tensors[m->n_tensors];
+            tensor_build *tb = &m->tensors[m->n_tensors++];
             tvs_tensor_obj *t = &tb->t;
-            uint64_t off = data0;
+            tb->file = i;
+            tb->off = data0;
             if (f->is_st) {
                 const tvs_st_tensor *s = &f->h.tensors[j];
                 t->dtype = s->dtype;
                 t->rank = s->rank;
                 memcpy(t->shape, s->shape, s->rank * sizeof *s->shape);
                 t->nbytes = s->end - s->begin;
-                off += s->begin;
+                tb->off += s->begin;
+                tb->name = s->name;
             } else {
                 t->dtype = TVS_DTYPE_U8;
                 t->rank = 1;
                 t->shape[0] = f->size;
                 t->nbytes = f->size;
+                tb->name = f->name;
             }
             t->encoding = TVS_ENC_CHUNKED;
-            t->chunk_size = TVS_CHUNK_SIZE;
-            t->n_chunks = (uint32_t)tvs_chunks_for(t->nbytes, TVS_CHUNK_SIZE);
-            tb->ids = tvs_malloc((size_t)t->n_chunks * TVS_ID_LEN + 1);
-            if (!tb->ids)
-                return tvs__fail(TVS_ENOMEM, "out of memory planning chunks");
-            t->chunk_ids = tb->ids;
-            for (uint32_t c = 0; c < t->n_chunks; c++) {
-                job *jb = &m->jobs[m->n_jobs++];
-                jb->file = i;
-                jb->off = off + (uint64_t)c * TVS_CHUNK_SIZE;
-                jb->len = tvs_tensor_chunk_len(t, c);
-                jb->tensor = m->n_tensors;
-                jb->chunk = c;
-            }
-            m->n_tensors++;
+            t->chunk_size = CH;
+            t->n_chunks = (uint32_t)tvs_chunks_for(t->nbytes, CH);
         }
     }
     return 0;
 }
 
-/* ---- encode (pool threads) */
+/* For a stored source (diff): each tensor's chain, and its checksum. */
+static int bind_source(imp *m)
+{
+    for (size_t i = 0; i < m->n_files; i++) {
+        in_file *f = &m->files[i];
+        for (size_t j = 0; j < (f->is_st ? f->h.n : 1); j++) {
+            tensor_build *tb = &m->tensors[f->first_tensor + j];
+            tvs_id id = f->stored->blob;
+            if (f->is_st) {
+                const tvs_model_entry *e = NULL;
+                for (size_t k = 0; k < f->stored->n_tensors && !e; k++)
+                    if (span_eq_str(f->stored->tensors[k].name, tb->name))
+                        e = &f->stored->tensors[k];
+                if (!e)
+                    return tvs__fail(TVS_ECORRUPT, "source model: tensor \"%s\" is in the "
+                                     "header but not in the model", tb->name);
+                id = e->id;
+            }
+            int rc = load_chain(&tb->src, m->rtxn, &id);
+            if (rc)
+                return rc;
+            if (!same_layout(&tb->src->t[0], &tb->t))
+                return tvs__fail(TVS_ECORRUPT, "source model: tensor \"%s\" differs from its "
+                                 "header", tb->name);
+            if (tb->src->t[0].chunk_size != CH)
+                return tvs__fail(TVS_EINVAL, "source tensor \"%s\" uses %u-byte chunks; "
+                                 "only %u are supported here", tb->name,
+                                 tb->src->t[0].chunk_size, CH);
+            tb->t.checksum = tb->src->t[0].checksum;
+            tb->id = id;   /* reused as is unless a delta pays */
+        }
+    }
+    return 0;
+}
 
-/* Slot: raw bytes at 0, chunk id at TVS_CHUNK_SIZE, encoded chunk after it. */
-#define SLOT_ID TVS_CHUNK_SIZE
-#define SLOT_ENC (TVS_CHUNK_SIZE + TVS_ID_LEN)
+/*
+ * Decide FULL / DELTA / REUSE for every tensor, in this order: equal to the
+ * base's tensor -> reuse it; equal to any stored tensor -> reuse that (free,
+ * where a delta would cost bytes); same layout as the base's -> delta;
+ * a stored source (diff) -> keep its tensor; else full.
+ */
+static int decide(imp *m, int max_chain, size_t *matched)
+{
+    int rc = 0;
+    *matched = 0;
+    for (size_t i = 0; !rc && i < m->n_tensors; i++) {
+        tensor_build *tb = &m->tensors[i];
+        const tvs_model_entry *be = m->has_base && m->files[tb->file].is_st
+                                        ? base_entry(&m->base, tb->name) : NULL;
+        tvs_tensor_obj bt;
+        if (be && (rc = tvs_tensor_load(&bt, m->rtxn, &be->id)))
+            return rc;
+        int layout = be && same_layout(&bt, &tb->t);
+        *matched += layout;
+        tvs_id cand;
+        tb->mode = MODE_FULL;
+        if (layout && tvs_id_eq(&bt.checksum, &tb->t.checksum)) {
+            tb->mode = MODE_REUSE;
+            tb->id = be->id;
+        } else if (tvs_sums_get(&cand, m->rtxn, &tb->t.checksum) == 0 &&
+                   !(tb->src && tvs_id_eq(&cand, &tb->src->id[0]))) {
+            tvs_tensor_obj ct;
+            if ((rc = tvs_tensor_load(&ct, m->rtxn, &cand)))
+                return rc;
+            if (same_layout(&ct, &tb->t) && tvs_id_eq(&ct.checksum, &tb->t.checksum) &&
+                ct.chunk_size <= CH) {
+                tb->mode = MODE_REUSE;
+                tb->id = cand;
+            }
+        }
+        if (tb->mode == MODE_FULL && layout && bt.chunk_size == CH && tb->t.nbytes > 0) {
+            if ((rc = load_chain(&tb->other, m->rtxn, &be->id)))
+                return rc;
+            if ((int)tb->other->depth <= max_chain) {
+                tb->mode = MODE_DELTA;
+                tb->t.encoding = TVS_ENC_DELTA;
+                tb->t.base = be->id;
+                tb->t.transform = (uint8_t)tvs_delta_transform_for(tb->t.dtype);
+                continue;
+            }
+        }
+        if (tb->mode == MODE_FULL && tb->src) {
+            tb->mode = MODE_REUSE;
+            tb->id = tb->src->id[0];
+        }
+        if (tb->mode == MODE_REUSE) {
+            /* an identical object needs no check; equal checksums get one */
+            tb->verify = !(tb->src && tvs_id_eq(&tb->id, &tb->src->id[0]));
+            if (tb->verify && (rc = load_chain(&tb->other, m->rtxn, &tb->id)))
+                return rc;
+        }
+    }
+    return rc;
+}
 
-static int encode_job(void *payload, int worker, size_t j, uint8_t *slot, size_t cap,
-                      size_t *len)
+/* ---- jobs */
+
+static int plan_jobs(imp *m)
+{
+    size_t nj = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const tensor_build *tb = &m->tensors[i];
+        if (tb->mode != MODE_REUSE)
+            nj += tb->t.n_chunks;
+        else if (tb->verify)
+            nj += tb->other->t[0].n_chunks;
+    }
+    m->jobs = tvs_calloc(nj ? nj : 1, sizeof *m->jobs);
+    if (!m->jobs)
+        return tvs__fail(TVS_ENOMEM, "out of memory planning %zu chunks", nj);
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        tensor_build *tb = &m->tensors[i];
+        if (tb->mode == MODE_REUSE && !tb->verify)
+            continue;
+        if (tb->mode != MODE_REUSE && !(tb->ids = tvs_malloc((size_t)tb->t.n_chunks * TVS_ID_LEN + 1)))
+            return tvs__fail(TVS_ENOMEM, "out of memory planning chunks");
+        tb->t.chunk_ids = tb->ids;
+        const tvs_tensor_obj *shape = tb->mode == MODE_REUSE ? &tb->other->t[0] : &tb->t;
+        for (uint32_t c = 0; c < shape->n_chunks; c++) {
+            job *jb = &m->jobs[m->n_jobs++];
+            jb->kind = tb->mode == MODE_REUSE ? JOB_VERIFY
+                     : tb->mode == MODE_DELTA ? JOB_DELTA : JOB_ENCODE;
+            jb->tensor = i;
+            jb->chunk = c;
+            jb->len = (uint32_t)tvs_tensor_chunk_len(shape, c);
+            int rc = 0;
+            if (jb->kind != JOB_ENCODE)
+                rc = tvs_chunk_plan_make(&jb->other, m->rtxn, tb->other, c);
+            if (!rc && tb->src)
+                rc = tvs_chunk_plan_make(&jb->src, m->rtxn, tb->src, c);
+            if (rc)
+                return tvs__failctx(rc, "tensor \"%s\"", tb->name);
+        }
+    }
+    return 0;
+}
+
+/* Slot: source bytes, other (base or stored) bytes, scratch, id, encoded. */
+#define SLOT_OTHER CH
+#define SLOT_SCRATCH (2 * CH)
+#define SLOT_ID (3 * CH)
+#define SLOT_ENC (3 * CH + TVS_ID_LEN)
+
+static int run_job(void *payload, int worker, size_t j, uint8_t *slot, size_t cap,
+                   size_t *len)
 {
     imp *m = payload;
     const job *jb = &m->jobs[j];
-    const in_file *f = &m->files[jb->file];
-    int rc = read_full(f->fd, slot, (size_t)jb->len, jb->off, f->path);
+    const tensor_build *tb = &m->tensors[jb->tensor];
+    const in_file *f = &m->files[tb->file];
+    tvs_codec_ctx *ctx = m->ctx[worker];
+    uint8_t *src = slot, *other = slot + SLOT_OTHER, *scratch = slot + SLOT_SCRATCH;
+    uint64_t off = (uint64_t)jb->chunk *
+                   (tb->mode == MODE_REUSE ? tb->other->t[0].chunk_size : CH);
+    int rc = tb->src ? tvs_chunk_plan_decode(src, scratch, &jb->src, ctx)
+                     : read_full(f->fd, src, jb->len, tb->off + off, f->path);
     if (rc)
         return rc;
-    const tvs_tensor_obj *t = &m->tensors[jb->tensor].t;
-    unsigned bits = tvs_dtype_bits(t->dtype);
-    tvs_chunk_params p = { bits >= 8 ? bits / 8 : 1, tvs_dtype_is_float(t->dtype),
-                           m->level };
+    *len = 0;
+    if (jb->kind != JOB_ENCODE && (rc = tvs_chunk_plan_decode(other, scratch, &jb->other, ctx)))
+        return tvs__failctx(rc, "tensor \"%s\"", tb->name);
+    if (jb->kind == JOB_VERIFY) {
+        if (memcmp(src, other, jb->len) != 0)
+            return tvs__fail(TVS_ECOLLIDE, "tensor \"%s\": same XXH3-128 checksum as a "
+                             "stored tensor but different bytes (chunk %u); nothing was "
+                             "stored", tb->name, jb->chunk);
+        return 0;
+    }
+    unsigned bits = tvs_dtype_bits(tb->t.dtype);
+    tvs_chunk_params p = { bits >= 8 ? bits / 8 : 1, tvs_dtype_is_float(tb->t.dtype),
+                           m->level, 0 };
+    const uint8_t *in = src;
+    if (jb->kind == JOB_DELTA) {
+        if ((rc = tvs_delta_make(scratch, src, other, jb->len, tb->t.transform)))
+            return rc;
+        in = scratch;
+        p.elem_bytes = tvs_delta_width(tb->t.transform);
+        p.is_float = 0;
+        p.delta = 1;
+    }
     size_t w;
-    if ((rc = tvs_chunk_encode(slot + SLOT_ENC, cap - SLOT_ENC, &w, m->ctx[worker], slot,
-                               (size_t)jb->len, &p)))
+    if ((rc = tvs_chunk_encode(slot + SLOT_ENC, cap - SLOT_ENC, &w, ctx, in, jb->len, &p)))
         return rc;
     tvs_id id;
     tvs_id_of(&id, slot + SLOT_ENC, w);
@@ -390,66 +635,57 @@ static int encode_job(void *payload, int worker, size_t j, uint8_t *slot, size_t
     return 0;
 }
 
-/* ---- write chunks in order (calling thread) */
-
-static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o)
+static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t *written)
 {
     tvs__pipe *pipe = NULL;
-    tvs_hasher *h = NULL;
     tvs_txn *txn = NULL;
     uint64_t done = 0, batch = 0;
-    int rc = tvs_hasher_new(&h);
-    if (rc)
-        return rc;
+    int rc = 0;
     if (m->n_jobs && (rc = tvs__pipe_start(&pipe, m->threads, m->n_jobs, 4 * m->threads + 4,
-                                           SLOT_ENC + tvs_chunk_bound(TVS_CHUNK_SIZE),
-                                           encode_job, m)))
-        goto out;
+                                           SLOT_ENC + tvs_chunk_bound(CH), run_job, m)))
+        return rc;
     for (size_t i = 0; i < m->n_jobs; i++) {
         size_t j, len;
         uint8_t *slot;
         if ((rc = tvs__pipe_next(pipe, &j, &slot, &len)))
-            goto out;
+            break;
         const job *jb = &m->jobs[j];
+        done += jb->len;
+        if (o->progress)
+            o->progress(o->progress_payload, done, m->total);
+        if (jb->kind == JOB_VERIFY)
+            continue;
         tensor_build *tb = &m->tensors[jb->tensor];
-        if (jb->chunk == 0)
-            tvs_hasher_reset(h);
-        tvs_hasher_update(h, slot, (size_t)jb->len);
-        if (jb->chunk + 1 == tb->t.n_chunks)
-            tvs_hasher_final(&tb->t.checksum, h);
-        if (!txn && (rc = tvs_txn_begin_room(&txn, s, 2 * BATCH_BYTES)))
-            goto out;
+        if (!txn && (rc = tvs_txn_begin_room(&txn, s, 0)))
+            break;
         tvs_id id;
+        int existed;
         memcpy(id.b, slot + SLOT_ID, TVS_ID_LEN);
         memcpy(tb->ids + (size_t)jb->chunk * TVS_ID_LEN, id.b, TVS_ID_LEN);
-        if ((rc = tvs_obj_put(txn, &id, (tvs_span){ slot + SLOT_ENC, len }, NULL))) {
-            tvs__failctx(rc, "%s", m->files[jb->file].path);
-            goto out;
+        if ((rc = tvs_obj_put(txn, &id, (tvs_span){ slot + SLOT_ENC, len }, &existed))) {
+            tvs__failctx(rc, "tensor \"%s\"", tb->name);
+            break;
         }
+        if (!existed)
+            *written += len;
         batch += len;
-        done += jb->len;
         if (batch >= BATCH_BYTES) {
             rc = tvs_txn_commit(txn);
             txn = NULL;
             batch = 0;
             if (rc)
-                goto out;
+                break;
         }
-        if (o->progress)
-            o->progress(o->progress_payload, done, m->total);
     }
-    if (txn) {
+    if (!rc && txn) {
         rc = tvs_txn_commit(txn);
         txn = NULL;
     }
-    /* tensors of zero bytes have no chunks: their checksum is of nothing */
-    for (size_t i = 0; !rc && i < m->n_tensors; i++)
-        if (m->tensors[i].t.n_chunks == 0)
-            tvs_id_of(&m->tensors[i].t.checksum, "", 0);
-out:
     tvs_txn_end(txn);
     tvs__pipe_stop(pipe);
-    tvs_hasher_free(h);
+    if (rc == TVS__EMAPFULL)
+        rc = tvs__fail(TVS_EIO, "the store map filled up during the import (another writer "
+                       "used the room reserved for it); nothing was published, try again");
     return rc;
 }
 
@@ -458,13 +694,15 @@ out:
 typedef struct {
     imp *m;
     tvs_model_obj model;
-    tvs_buf tensor_bytes;       /* all tensor objects, back to back */
+    tvs_buf tensor_bytes;       /* new tensor objects, back to back */
     size_t *tensor_len;
     tvs_buf model_bytes;
     tvs_id model_id, head;
+    tvs_id *parents;
     int has_head;
     const char *ref;
     char msg[512];
+    uint64_t written;
 } publish;
 
 static int entry_cmp(const void *a, const void *b)
@@ -481,7 +719,7 @@ static int file_cmp(const void *a, const void *b)
     return c ? c : (x->name.len < y->name.len ? -1 : x->name.len > y->name.len);
 }
 
-static int build_objects(publish *p, int single, const tvs_import_opts *o)
+static int build_objects(publish *p, const tvs_import_opts *o)
 {
     imp *m = p->m;
     int rc = 0;
@@ -490,14 +728,21 @@ static int build_objects(publish *p, int single, const tvs_import_opts *o)
     if (!p->tensor_len || !p->model.files)
         return tvs__fail(TVS_ENOMEM, "out of memory building the model");
     for (size_t i = 0; i < m->n_tensors; i++) {
+        tensor_build *tb = &m->tensors[i];
+        if (tb->mode == MODE_REUSE)
+            continue;
+        if (tb->t.n_chunks == 0)
+            tvs_id_of(&tb->t.checksum, "", 0);
         size_t before = p->tensor_bytes.len;
-        if ((rc = tvs_tensor_encode(&p->tensor_bytes, &m->tensors[i].t)))
+        if ((rc = tvs_tensor_encode(&p->tensor_bytes, &tb->t)))
             return rc;
         p->tensor_len[i] = p->tensor_bytes.len - before;
-        tvs_id_of(&m->tensors[i].id, p->tensor_bytes.ptr + before, p->tensor_len[i]);
+        tvs_id_of(&tb->id, p->tensor_bytes.ptr + before, p->tensor_len[i]);
     }
-    p->model.kind = TVS_MODEL_FULL;
-    p->model.flags = single ? TVS_MODEL_SINGLE_FILE : 0;
+    p->model.kind = m->delta_model ? TVS_MODEL_DELTA : TVS_MODEL_FULL;
+    if (m->delta_model)
+        p->model.base = m->base_id;
+    p->model.flags = m->single ? TVS_MODEL_SINGLE_FILE : 0;
     p->model.time = (int64_t)time(NULL);
     const char *author = o->author ? o->author : getenv("USER");
     if (!author) {
@@ -506,10 +751,7 @@ static int build_objects(publish *p, int single, const tvs_import_opts *o)
     }
     p->model.author = (tvs_span){ (const uint8_t *)author, strlen(author) };
     p->model.message = (tvs_span){ (const uint8_t *)p->msg, strlen(p->msg) };
-    if (p->has_head) {
-        p->model.parents = &p->head;
-        p->model.n_parents = 1;
-    }
+    p->model.parents = p->parents;
     for (size_t i = 0; i < m->n_files; i++) {
         in_file *f = &m->files[i];
         tvs_model_file *mf = &p->model.files[p->model.n_files++];
@@ -543,15 +785,28 @@ static int publish_txn(tvs_txn *txn, void *payload)
 {
     publish *p = payload;
     size_t off = 0;
-    int rc = 0;
+    int rc = 0, existed;
+    p->written = 0;
     for (size_t i = 0; !rc && i < p->m->n_tensors; i++) {
-        rc = tvs_obj_put(txn, &p->m->tensors[i].id,
-                         (tvs_span){ p->tensor_bytes.ptr + off, p->tensor_len[i] }, NULL);
+        tensor_build *tb = &p->m->tensors[i];
+        if (tb->mode == MODE_REUSE)
+            continue;
+        rc = tvs_obj_put(txn, &tb->id, (tvs_span){ p->tensor_bytes.ptr + off,
+                                                   p->tensor_len[i] }, &existed);
+        if (!rc && !existed)
+            p->written += p->tensor_len[i];
+        if (!rc)
+            rc = tvs_sums_put(txn, &tb->t.checksum, &tb->id);
         off += p->tensor_len[i];
     }
     if (!rc)
         rc = tvs_obj_put(txn, &p->model_id,
                          (tvs_span){ p->model_bytes.ptr, p->model_bytes.len }, NULL);
+    p->written += p->model_bytes.len;
+    if (!rc && p->m->delta_model)
+        rc = tvs_lineage_add(txn, &p->m->base_id, TVS_REL_DELTA, &p->model_id);
+    for (size_t i = 0; !rc && i < p->model.n_parents; i++)
+        rc = tvs_lineage_add(txn, &p->model.parents[i], TVS_REL_PARENT, &p->model_id);
     if (!rc) {
         static const tvs_id zero;
         rc = tvs_ref_set(txn, p->ref, &p->model_id, p->has_head ? &p->head : &zero, p->msg);
@@ -571,74 +826,381 @@ static void imp_dispose(imp *m)
         tvs_st_header_dispose(&f->h);
     }
     tvs_free(m->files);
-    for (size_t i = 0; i < m->n_tensors; i++)
+    for (size_t i = 0; i < m->n_tensors; i++) {
         tvs_free(m->tensors[i].ids);
+        tvs_free(m->tensors[i].src);
+        tvs_free(m->tensors[i].other);
+    }
     tvs_free(m->tensors);
     tvs_free(m->jobs);
     for (int i = 0; m->ctx && i < m->threads; i++)
         tvs_codec_ctx_free(m->ctx[i]);
     tvs_free(m->ctx);
+    tvs_model_dispose(&m->base);
+    tvs_model_dispose(&m->source);
+    tvs_txn_end(m->rtxn);
+    memset(m, 0, sizeof *m);
 }
 
-int tvs_import(tvs_id *out, tvs_store *s, const char *path, const char *ref,
-               const tvs_import_opts *o)
+/* ---- choosing a base */
+
+typedef struct {
+    tvs_id ids[256];
+    size_t n;
+    tvs_txn *txn;
+} full_models;
+
+static int collect_full(const char *name, const tvs_id *id, void *p)
 {
-    static const tvs_import_opts defaults = TVS_IMPORT_OPTS_INIT;
-    imp m = { 0 };
-    publish p = { 0 };
-    int single = 0, locked = 0, rc;
-    tvs_txn *txn = NULL;
-    if (!o)
-        o = &defaults;
-    if ((rc = tvs_ref_check_name(ref)))
+    full_models *fm = p;
+    for (size_t i = 0; i < fm->n; i++)
+        if (tvs_id_eq(&fm->ids[i], id))
+            return 0;
+    tvs_span b;
+    if (fm->n < 256 && tvs_obj_get(&b, fm->txn, id) == 0 && b.len > 2 && b.ptr[0] == TVS_OBJ_MODEL &&
+        b.ptr[2] == TVS_MODEL_FULL)
+        fm->ids[fm->n++] = *id;
+    return 0;
+}
+
+/*
+ * Estimated stored bytes of the import as a delta of @p base, per byte of
+ * tensors: tensors equal to the base's cost nothing; changed tensors of the
+ * same layout cost what a sample of their chunks (one chunk from up to 8
+ * tensors) costs as deltas; the rest cost what they cost as full tensors.
+ */
+static int sample_cost(double *ratio, size_t *matched, imp *m, const tvs_model_obj *base)
+{
+    double full = 0, delta = 0;
+    size_t sampled_raw = 0, sampled_enc = 0, changed = 0, n_changed = 0;
+    int rc = 0;
+    *matched = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        tensor_build *tb = &m->tensors[i];
+        const tvs_model_entry *be = m->files[tb->file].is_st ? base_entry(base, tb->name)
+                                                             : NULL;
+        tvs_tensor_obj bt;
+        if (be && (rc = tvs_tensor_load(&bt, m->rtxn, &be->id)))
+            return rc;
+        if (be && same_layout(&bt, &tb->t)) {
+            ++*matched;
+            if (!tvs_id_eq(&bt.checksum, &tb->t.checksum)) {
+                changed += tb->t.nbytes;
+                n_changed++;
+            }
+        } else {
+            full += (double)tb->t.nbytes;
+        }
+    }
+    uint8_t *slot = tvs_malloc(SLOT_ENC + tvs_chunk_bound(CH));
+    tvs_tensor_chain *chain = NULL;
+    if (!slot)
+        return tvs__fail(TVS_ENOMEM, "out of memory");
+    size_t step = n_changed > 8 ? n_changed / 8 : 1, k = 0;
+    for (size_t i = 0; !rc && i < m->n_tensors; i++) {
+        tensor_build *tb = &m->tensors[i];
+        const tvs_model_entry *be = m->files[tb->file].is_st ? base_entry(base, tb->name)
+                                                             : NULL;
+        tvs_tensor_obj bt;
+        if (!be || tvs_tensor_load(&bt, m->rtxn, &be->id) || !same_layout(&bt, &tb->t) ||
+            tvs_id_eq(&bt.checksum, &tb->t.checksum) || bt.chunk_size != CH)
+            continue;
+        if (k++ % step)
+            continue;
+        job jb = { .kind = JOB_DELTA, .tensor = i, .chunk = 0,
+                   .len = (uint32_t)tvs_tensor_chunk_len(&tb->t, 0) };
+        if ((rc = load_chain(&chain, m->rtxn, &be->id)) ||
+            (rc = tvs_chunk_plan_make(&jb.other, m->rtxn, chain, 0)) ||
+            (tb->src && (rc = tvs_chunk_plan_make(&jb.src, m->rtxn, tb->src, 0))))
+            break;
+        tensor_build saved = *tb;
+        tb->mode = MODE_DELTA;
+        tb->t.transform = (uint8_t)tvs_delta_transform_for(tb->t.dtype);
+        job *jobs = m->jobs;
+        m->jobs = &jb;
+        size_t len = 0;
+        rc = run_job(m, 0, 0, slot, SLOT_ENC + tvs_chunk_bound(CH), &len);
+        m->jobs = jobs;
+        *tb = saved;
+        sampled_raw += jb.len;
+        sampled_enc += len;
+    }
+    tvs_free(chain);
+    tvs_free(slot);
+    if (rc)
         return rc;
-    if ((rc = gather(&m, path, &single)) || (rc = plan(&m)))
-        goto out;
-    /* the ref's current head becomes the parent; checked again at publish */
+    if (sampled_raw)
+        delta = (double)changed * (double)sampled_enc / (double)sampled_raw;
+    *ratio = m->total ? (delta + 0.7 * full) / (double)m->total : 0;
+    return 0;
+}
+
+static int pick_base(imp *m, char *reason, size_t cap)
+{
+    full_models fm = { .txn = m->rtxn };
+    int rc = tvs_ref_foreach(m->rtxn, NULL, collect_full, &fm);
+    if (rc)
+        return rc;
+    double best = 2;
+    size_t best_matched = 0;
+    for (size_t i = 0; i < fm.n; i++) {
+        tvs_model_obj cand;
+        double r;
+        size_t matched;
+        if ((rc = tvs_model_load(&cand, m->rtxn, &fm.ids[i])))
+            return rc;
+        rc = sample_cost(&r, &matched, m, &cand);
+        tvs_model_dispose(&cand);
+        if (rc)
+            return rc;
+        if (matched && r < best) {
+            best = r;
+            best_matched = matched;
+            m->base_id = fm.ids[i];
+        }
+    }
+    if (best_matched == 0)
+        return tvs__fail(TVS_ENOTFOUND, "--base auto: no stored full model shares a tensor "
+                         "name and shape with this model (%zu candidates); import it "
+                         "without --base", fm.n);
+    snprintf(reason, cap, "%zu of %zu tensors match by name, dtype and shape; sampled "
+             "delta cost %.3f of the logical size, lowest of %zu full model%s",
+             best_matched, m->n_tensors, best, fm.n, fm.n == 1 ? "" : "s");
+    return 0;
+}
+
+/* ---- the whole import */
+
+static int run(tvs_import_result *res, tvs_store *s, imp *m, const char *ref,
+               const char *what, const tvs_import_opts *o)
+{
+    publish p = { 0 };
+    tvs_txn *txn = NULL;
+    int locked = 0, rc;
+    memset(res, 0, sizeof *res);
+    /* the ref's current head becomes the first parent; checked again at publish */
     if ((rc = tvs_txn_begin(&txn, s, TVS_TXN_READ)))
-        goto out;
+        return rc;
     rc = tvs_ref_get(&p.head, txn, ref);
     tvs_txn_end(txn);
     p.has_head = rc == 0;
     if (rc && rc != TVS_ENOTFOUND)
-        goto out;
+        return rc;
     tvs__errclear();
-    m.threads = o->threads > 0 ? o->threads : tvs__ncpu();
-    m.level = o->level;
-    m.ctx = tvs_calloc((size_t)m.threads, sizeof *m.ctx);
-    if (!m.ctx) {
+    m->threads = o->threads > 0 ? o->threads : tvs__ncpu();
+    m->level = o->level;
+    if (!(m->ctx = tvs_calloc((size_t)m->threads, sizeof *m->ctx)))
+        return tvs__fail(TVS_ENOMEM, "out of memory");
+    for (int i = 0; i < m->threads; i++)
+        if ((rc = tvs_codec_ctx_new(&m->ctx[i], CH)))
+            return rc;
+    /* gc must not sweep chunks written here before the ref is published */
+    if ((rc = tvs_store_lock(s, 0, 1)))
+        return rc;
+    locked = 1;
+    if (!m->rtxn && ((rc = tvs_store_reserve(s, m->total + m->total / 8 + (64u << 20))) ||
+                     (rc = tvs_txn_begin(&m->rtxn, s, TVS_TXN_READ))))
+        goto out;
+    if (m->has_source && (rc = bind_source(m)))
+        goto out;
+    if (!m->has_source && (rc = hash_tensors(m)))
+        goto out;
+    if (o->base && strcmp(o->base, "auto") == 0) {
+        if ((rc = pick_base(m, res->base_reason, sizeof res->base_reason)))
+            goto out;
+        m->has_base = m->delta_model = 1;
+    } else if (o->base) {
+        if ((rc = tvs_resolve(&m->base_id, m->rtxn, o->base)))
+            goto out;
+        m->has_base = m->delta_model = 1;
+    }
+    size_t n_parents = (size_t)p.has_head + o->n_parents;
+    p.parents = tvs_calloc(n_parents ? n_parents : 1, sizeof *p.parents);
+    if (!p.parents) {
         rc = tvs__fail(TVS_ENOMEM, "out of memory");
         goto out;
     }
-    for (int i = 0; i < m.threads; i++)
-        if ((rc = tvs_codec_ctx_new(&m.ctx[i], TVS_CHUNK_SIZE)))
+    if (p.has_head)
+        p.parents[p.model.n_parents++] = p.head;
+    for (size_t i = 0; i < o->n_parents; i++) {
+        tvs_id *pid = &p.parents[p.model.n_parents];
+        if ((rc = tvs_resolve(pid, m->rtxn, o->parents[i])))
             goto out;
-    /* gc must not sweep chunks we wrote but have not published yet */
-    if ((rc = tvs_store_lock(s, 0, 1)))
+        p.model.n_parents++;
+        /* a full model continued from a parent is stored against it */
+        if (!m->has_base) {
+            m->base_id = *pid;
+            m->has_base = 1;
+        }
+    }
+    if (m->has_base && (rc = tvs_model_load(&m->base, m->rtxn, &m->base_id)))
         goto out;
-    locked = 1;
-    if ((rc = write_chunks(&m, s, o)))
+    size_t matched;
+    if ((rc = decide(m, o->max_chain > 0 ? o->max_chain : TVS_MAX_CHAIN - 1, &matched)))
         goto out;
-    snprintf(p.msg, sizeof p.msg, "%s", o->message ? o->message : "");
-    if (!o->message)
-        snprintf(p.msg, sizeof p.msg, "import %s", path);
-    p.m = &m;
+    if (m->delta_model && matched == 0) {
+        rc = tvs__fail(TVS_EINVAL, "%s shares no tensor (same name, dtype and shape) with "
+                       "base '%s'; it is not a fine-tune of it", what, o->base);
+        goto out;
+    }
+    if ((rc = plan_jobs(m)))
+        goto out;
+    if ((rc = write_chunks(m, s, o, &res->written)))
+        goto out;
+    if (o->message)
+        snprintf(p.msg, sizeof p.msg, "%s", o->message);
+    else
+        snprintf(p.msg, sizeof p.msg, "import %s", what);
+    p.m = m;
     p.ref = ref;
-    if ((rc = build_objects(&p, single, o)))
+    if ((rc = build_objects(&p, o)))
         goto out;
-    if ((rc = tvs_store_write(s, p.tensor_bytes.len + p.model_bytes.len + (1u << 20),
-                              publish_txn, &p)))
+    if ((rc = tvs_store_write(s, 0, publish_txn, &p)))
         goto out;
-    *out = p.model_id;
+    res->model = p.model_id;
+    if (m->has_base)
+        res->base = m->base_id;
+    res->logical = m->total;
+    res->written += p.written;
+    res->n_tensors = m->n_tensors;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const tensor_build *tb = &m->tensors[i];
+        res->n_full += tb->mode == MODE_FULL;
+        res->n_delta += tb->mode == MODE_DELTA;
+        if (tb->mode == MODE_REUSE) {
+            const tvs_model_entry *be = m->has_base ? base_entry(&m->base, tb->name) : NULL;
+            if (be && tvs_id_eq(&be->id, &tb->id))
+                res->n_unchanged++;
+            else
+                res->n_dedup++;
+        }
+    }
 out:
+    /* the read transaction must end before the store is unlocked */
+    tvs_txn_end(m->rtxn);
+    m->rtxn = NULL;
     if (locked)
         tvs_store_unlock(s);
     for (size_t i = 0; p.model.files && i < p.model.n_files; i++)
         tvs_free(p.model.files[i].tensors);
     tvs_free(p.model.files);
+    tvs_free(p.parents);
     tvs_free(p.tensor_len);
     tvs_buf_dispose(&p.tensor_bytes);
     tvs_buf_dispose(&p.model_bytes);
+    return rc;
+}
+
+int tvs_import(tvs_import_result *res, tvs_store *s, const char *path, const char *ref,
+               const tvs_import_opts *o)
+{
+    static const tvs_import_opts defaults = TVS_IMPORT_OPTS_INIT;
+    imp m = { 0 };
+    if (!o)
+        o = &defaults;
+    int rc = tvs_ref_check_name(ref);
+    if (!rc) rc = gather(&m, path, &m.single);
+    if (!rc) rc = plan_tensors(&m);
+    if (!rc) rc = run(res, s, &m, ref, path, o);
+    imp_dispose(&m);
+    return rc;
+}
+
+/* diff: the source is a stored model; its files become the import's files */
+static int files_from_model(imp *m, const tvs_model_obj *src)
+{
+    m->files = tvs_calloc(src->n_files ? src->n_files : 1, sizeof *m->files);
+    if (!m->files)
+        return tvs__fail(TVS_ENOMEM, "out of memory");
+    m->single = !!(src->flags & TVS_MODEL_SINGLE_FILE);
+    for (size_t i = 0; i < src->n_files; i++) {
+        const tvs_model_file *sf = &src->files[i];
+        in_file *f = &m->files[m->n_files++];
+        f->fd = -1;
+        f->stored = sf;
+        f->is_st = sf->kind == TVS_FILE_SAFETENSORS;
+        if (!(f->name = tvs_malloc(sf->name.len + 1)))
+            return tvs__fail(TVS_ENOMEM, "out of memory");
+        memcpy(f->name, sf->name.ptr, sf->name.len);
+        f->name[sf->name.len] = 0;
+        if (!f->is_st) {
+            tvs_tensor_obj t;
+            int rc = tvs_tensor_load(&t, m->rtxn, &sf->blob);
+            if (rc)
+                return rc;
+            f->size = t.nbytes;
+            m->total += t.nbytes;
+            continue;
+        }
+        if (!(f->json = tvs_malloc(sf->header.len ? sf->header.len : 1)))
+            return tvs__fail(TVS_ENOMEM, "out of memory");
+        memcpy(f->json, sf->header.ptr, sf->header.len);
+        int rc = tvs_st_header_parse(&f->h, (tvs_span){ f->json, sf->header.len }, UINT64_MAX);
+        if (rc)
+            return tvs__failctx(rc, "stored header of %s", f->name);
+        m->total += 8 + sf->header.len + f->h.data_len;
+    }
+    return 0;
+}
+
+int tvs_diff(tvs_import_result *res, tvs_store *s, const char *a, const char *b,
+             const char *ref, const tvs_import_opts *o)
+{
+    static const tvs_import_opts defaults = TVS_IMPORT_OPTS_INIT;
+    imp m = { 0 };
+    tvs_import_opts opts = o ? *o : defaults;
+    tvs_id bid;
+    uint64_t total = 0;
+    char what[600];
+    snprintf(what, sizeof what, "diff %s %s", a, b);
+    opts.base = a;
+    if (!opts.message)
+        opts.message = what;
+    /* size the map first: it cannot grow under the read transaction that
+     * the source model borrows from */
+    int rc = tvs_ref_check_name(ref);
+    if (!rc) rc = tvs_txn_begin(&m.rtxn, s, TVS_TXN_READ);
+    if (!rc) rc = tvs_resolve(&bid, m.rtxn, b);
+    if (!rc) rc = tvs_model_load(&m.source, m.rtxn, &bid);
+    if (!rc) rc = tvs_model_logical_size(&total, m.rtxn, &m.source);
+    tvs_model_dispose(&m.source);
+    tvs_txn_end(m.rtxn);
+    m.rtxn = NULL;
+    if (!rc) rc = tvs_store_reserve(s, total + total / 8 + (64u << 20));
+    if (!rc) rc = tvs_txn_begin(&m.rtxn, s, TVS_TXN_READ);
+    if (!rc) rc = tvs_model_load(&m.source, m.rtxn, &bid);
+    if (!rc) {
+        m.has_source = 1;
+        rc = files_from_model(&m, &m.source);
+    }
+    if (!rc) rc = plan_tensors(&m);
+    if (!rc) rc = run(res, s, &m, ref, b, &opts);
+    imp_dispose(&m);
+    return rc;
+}
+
+int tvs_delta_estimate(double *ratios, size_t *matched, size_t *n_tensors, tvs_store *s,
+                       const char *path, const tvs_id *bases, size_t n_bases)
+{
+    imp m = { 0 };
+    int rc = gather(&m, path, &m.single);
+    if (!rc) rc = plan_tensors(&m);
+    if (!rc) rc = hash_tensors(&m);
+    if (!rc && !(m.ctx = tvs_calloc(1, sizeof *m.ctx)))
+        rc = tvs__fail(TVS_ENOMEM, "out of memory");
+    if (!rc) {
+        m.threads = 1;
+        rc = tvs_codec_ctx_new(&m.ctx[0], CH);
+    }
+    if (!rc) rc = tvs_txn_begin(&m.rtxn, s, TVS_TXN_READ);
+    for (size_t i = 0; !rc && i < n_bases; i++) {
+        tvs_model_obj b;
+        if (!(rc = tvs_model_load(&b, m.rtxn, &bases[i]))) {
+            rc = sample_cost(&ratios[i], &matched[i], &m, &b);
+            tvs_model_dispose(&b);
+        }
+    }
+    *n_tensors = m.n_tensors;
     imp_dispose(&m);
     return rc;
 }

@@ -39,11 +39,12 @@ int tvs_fsck(tvs_fsck_result *out, tvs_store *s,
 
 typedef struct {
     char name[TVS_REF_MAX + 1];
-    tvs_id id;
+    tvs_id id, base;
     uint8_t kind;
+    int64_t time;
     uint64_t logical;       /**< bytes of its files */
-    uint64_t stored;        /**< bytes of every object it reaches */
-    uint64_t own;           /**< of those, bytes no other ref's model reaches */
+    uint64_t stored;        /**< bytes of every object it reaches (to restore it) */
+    uint64_t added;         /**< bytes it added: objects no earlier model reaches */
     uint64_t n_tensors;
 } tvs_stats_model;
 
@@ -59,6 +60,13 @@ typedef struct {
 } tvs_stats;
 
 int tvs_stats_get(tvs_stats *out, tvs_store *s);
+
+/**
+ * Attribute every stored byte to the first of @p models (in the order
+ * given, usually oldest first) that reaches it: @p added[i] is what model
+ * i adds on top of models 0..i-1. The sum is the bytes all of them reach.
+ */
+int tvs_attribute_bytes(uint64_t *added, tvs_txn *txn, const tvs_id *models, size_t n);
 void tvs_stats_dispose(tvs_stats *st);
 
 /* ---- shared graph walk (engine-internal, used by the three above) */

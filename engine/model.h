@@ -20,22 +20,56 @@ typedef struct {
     const char *message;      /**< NULL = "import PATH" */
     const char *author;       /**< NULL = $USER */
     int threads;              /**< encoder threads; 0 = online CPUs */
-    int level;                /**< zstd level; 0 = default */
+    int level;                /**< zstd level for non-float data; 0 = default */
+    const char *base;         /**< store as a delta of this model (ref, NAME@id, id), or
+                                   "auto" to pick the closest stored full model; NULL =
+                                   a full model */
+    const char *const *parents;  /**< extra lineage parents (refs or ids) */
+    size_t n_parents;
+    int max_chain;            /**< refuse delta tensors deeper than this; 0 = 15 */
     tvs_progress_fn progress; /**< called with bytes done / total; may be NULL */
     void *progress_payload;
 } tvs_import_opts;
 
-#define TVS_IMPORT_OPTS_INIT { NULL, NULL, 0, 0, NULL, NULL }
+#define TVS_IMPORT_OPTS_INIT { 0 }
+
+typedef struct {
+    tvs_id model;
+    tvs_id base;              /**< the base used (zero for a full model) */
+    char base_reason[256];    /**< with base "auto": why this base */
+    uint64_t logical;         /**< bytes of the imported files */
+    uint64_t written;         /**< bytes of new objects stored */
+    size_t n_tensors, n_unchanged, n_dedup, n_delta, n_full;
+} tvs_import_result;
 
 /**
  * Import @p path (a .safetensors file or a model folder) and point ref
- * @p ref at it. If @p ref exists, the new model's parent is its old head.
- * @param[out] out  the new model's id
+ * @p ref at it. If @p ref exists, the new model's first parent is its old
+ * head. With o->base, tensors equal to the base's are shared with it,
+ * tensors of the same dtype and shape are stored as lossless deltas against
+ * it, and the rest in full.
  * @return 0, TVS_ECORRUPT for invalid input (the message names the file,
- *         tensor or byte offset and the rule), TVS_EIO, TVS_EINVAL
+ *         tensor or byte offset and the rule), TVS_ENOTFOUND, TVS_EINVAL,
+ *         TVS_EIO. Nothing is published on failure.
  */
-int tvs_import(tvs_id *out, tvs_store *s, const char *path, const char *ref,
+int tvs_import(tvs_import_result *out, tvs_store *s, const char *path, const char *ref,
                const tvs_import_opts *o);
+
+/**
+ * Store model @p b (already in the store) again as a delta of model @p a,
+ * under ref @p ref: `tvs diff A B --as REF`.
+ */
+int tvs_diff(tvs_import_result *out, tvs_store *s, const char *a, const char *b,
+             const char *ref, const tvs_import_opts *o);
+
+/**
+ * Estimated stored size of @p path as a delta of each of @p bases, as a
+ * share of its logical size, from a sample of chunks (used to pick bases).
+ * @param[out] ratios   n_bases estimates
+ * @param[out] matched  n_bases counts of tensors matching by name and layout
+ */
+int tvs_delta_estimate(double *ratios, size_t *matched, size_t *n_tensors, tvs_store *s,
+                       const char *path, const tvs_id *bases, size_t n_bases);
 
 typedef struct {
     int threads;              /**< decoder threads; 0 = online CPUs */
@@ -56,5 +90,41 @@ int tvs_export(tvs_store *s, const char *spec, const char *path, const tvs_expor
 
 /** Logical size of a model: the bytes of all its files. */
 int tvs_model_logical_size(uint64_t *out, tvs_txn *txn, const tvs_model_obj *m);
+
+/* ---- lineage and checkpoint fleets (engine/lineage.c, engine/backup.c) */
+
+/** Storage depth of a model: the longest delta chain among its tensors (0 = none). */
+int tvs_model_depth(int *out, tvs_txn *txn, const tvs_id *model);
+
+/**
+ * Visit every ref whose model is a delta based on @p model (the refs that
+ * deleting @p model's last ref would leave depending on it).
+ */
+int tvs_dependents(tvs_txn *txn, const tvs_id *model,
+                   int (*cb)(const char *ref, const tvs_id *delta, void *p), void *payload);
+
+typedef struct {
+    const char *base;         /**< root base (ref or id); NULL = none */
+    int max_chain;            /**< longest delta chain; 0 = 8 */
+    int candidates;           /**< earlier checkpoints considered; 0 = 4 */
+    tvs_import_opts import;   /**< threads, progress, author */
+} tvs_backup_opts;
+
+typedef struct {
+    char name[TVS_REF_MAX + 1];   /**< the ref created */
+    char base[TVS_REF_MAX + 1];   /**< the base chosen ("" = stored full) */
+    double estimate;              /**< estimated stored share of the chosen base */
+    int depth;
+    tvs_import_result r;
+} tvs_backup_item;
+
+/**
+ * Import every checkpoint in @p dir (its .safetensors files and model
+ * folders, in name order) as PREFIX/<name>, each as a delta of whichever of
+ * the root base and the latest earlier checkpoints is estimated cheapest,
+ * never deeper than max_chain. @p cb hears about each one as it lands.
+ */
+int tvs_backup(tvs_store *s, const char *dir, const char *prefix, const tvs_backup_opts *o,
+               void (*cb)(const tvs_backup_item *item, void *p), void *payload);
 
 #endif

@@ -291,7 +291,11 @@ int tvs_resolve(tvs_id *out, tvs_txn *t, const char *spec)
     int hex = n >= 4 && n <= TVS_ID_HEX;
     for (size_t i = 0; hex && i < n; i++)
         hex = (spec[i] >= '0' && spec[i] <= '9') || (spec[i] >= 'a' && spec[i] <= 'f');
-    if (hex && tvs_obj_find_prefix(out, t, spec, TVS_OBJ_MODEL) == 0)
-        return 0;
+    if (hex) {
+        /* found, or ambiguous (EINVAL): say so rather than "no such model" */
+        rc = tvs_obj_find_prefix(out, t, spec, TVS_OBJ_MODEL);
+        if (rc != TVS_ENOTFOUND)
+            return rc;
+    }
     return tvs__fail(TVS_ENOTFOUND, "no ref or model id '%s' (see 'tvs ls')", spec);
 }

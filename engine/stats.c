@@ -55,6 +55,8 @@ static int model_fn(const char *name, const tvs_id *id, void *p)
     if (rc)
         return tvs__failctx(rc, "ref '%s'", name);
     m->kind = mo.kind;
+    m->base = mo.base;
+    m->time = mo.time;
     for (size_t i = 0; i < mo.n_files; i++)
         m->n_tensors += mo.files[i].n_tensors;
     rc = tvs_model_logical_size(&m->logical, s->txn, &mo);
@@ -67,32 +69,6 @@ static int model_fn(const char *name, const tvs_id *id, void *p)
         return rc;
     m->stored = s->acc;
     return 0;
-}
-
-/* A model's own bytes: objects of it that no other listed model reaches. */
-static int own_bytes(stats_state *s, size_t k)
-{
-    tvs_stats *st = s->st;
-    tvs__idset others = { 0 };
-    int rc = 0;
-    for (size_t i = 0; !rc && i < st->n_refs; i++)
-        if (i != k && !tvs_id_eq(&st->refs[i].id, &st->refs[k].id)) {
-            s->acc = 0;
-            rc = tvs__walk(s->txn, &st->refs[i].id, &others, sum_fn, s);
-        }
-    tvs__idset mine = { 0 };
-    s->acc = 0;
-    /* walk k again, counting only what the others did not reach */
-    if (!rc) {
-        tvs__idset_dispose(&mine);
-        mine = others;   /* objects seen by others are skipped by the walk */
-        others = (tvs__idset){ 0 };
-        rc = tvs__walk(s->txn, &st->refs[k].id, &mine, sum_fn, s);
-        st->refs[k].own = s->acc;
-    }
-    tvs__idset_dispose(&mine);
-    tvs__idset_dispose(&others);
-    return rc;
 }
 
 int tvs_stats_get(tvs_stats *st, tvs_store *store)
@@ -115,9 +91,34 @@ int tvs_stats_get(tvs_stats *st, tvs_store *store)
         rc = tvs__walk(s.txn, &st->refs[i].id, &s.all, sum_fn, &s);
         st->reachable += s.acc;
     }
-    /* own bytes cost one walk per other model: only for modest ref counts */
-    for (size_t i = 0; !rc && st->n_refs <= 256 && i < st->n_refs; i++)
-        rc = own_bytes(&s, i);
+    /* attribute bytes to models oldest first: what each one added */
+    size_t *order = NULL;
+    tvs_id *ids = NULL;
+    uint64_t *added = NULL;
+    if (!rc && st->n_refs) {
+        order = tvs_calloc(st->n_refs, sizeof *order);
+        ids = tvs_calloc(st->n_refs, sizeof *ids);
+        added = tvs_calloc(st->n_refs, sizeof *added);
+        if (!order || !ids || !added)
+            rc = tvs__fail(TVS_ENOMEM, "out of memory");
+        for (size_t i = 0; !rc && i < st->n_refs; i++) {
+            size_t k = i;   /* insertion sort by time, stable */
+            while (k > 0 && st->refs[order[k - 1]].time > st->refs[i].time) {
+                order[k] = order[k - 1];
+                k--;
+            }
+            order[k] = i;
+        }
+        for (size_t i = 0; !rc && i < st->n_refs; i++)
+            ids[i] = st->refs[order[i]].id;
+        if (!rc)
+            rc = tvs_attribute_bytes(added, s.txn, ids, st->n_refs);
+        for (size_t i = 0; !rc && i < st->n_refs; i++)
+            st->refs[order[i]].added = added[i];
+    }
+    tvs_free(order);
+    tvs_free(ids);
+    tvs_free(added);
     tvs_txn_end(s.txn);
     tvs__idset_dispose(&s.seen);
     tvs__idset_dispose(&s.all);
@@ -136,4 +137,18 @@ void tvs_stats_dispose(tvs_stats *st)
     tvs_free(st->refs);
     st->refs = NULL;
     st->n_refs = 0;
+}
+
+int tvs_attribute_bytes(uint64_t *added, tvs_txn *txn, const tvs_id *models, size_t n)
+{
+    stats_state s = { 0 };
+    int rc = 0;
+    s.txn = txn;
+    for (size_t i = 0; !rc && i < n; i++) {
+        s.acc = 0;
+        rc = tvs__walk(txn, &models[i], &s.seen, sum_fn, &s);
+        added[i] = s.acc;
+    }
+    tvs__idset_dispose(&s.seen);
+    return rc;
 }

@@ -111,9 +111,9 @@ static int open_dbs(tvs_store *s, int create)
     if (mrc)
         return tvs__mdb_fail(mrc, "opening the store");
     unsigned f = create ? MDB_CREATE : 0;
-    const char *names[] = { "meta", "objects", "refs", "reflog" };
-    MDB_dbi *dbis[] = { &s->meta, &s->objects, &s->refs, &s->reflog };
-    for (int i = 0; i < 4; i++) {
+    const char *names[] = { "meta", "objects", "refs", "reflog", "sums", "lineage" };
+    MDB_dbi *dbis[] = { &s->meta, &s->objects, &s->refs, &s->reflog, &s->sums, &s->lineage };
+    for (int i = 0; i < 6; i++) {
         if ((mrc = mdb_dbi_open(txn, names[i], f, dbis[i]))) {
             mdb_txn_abort(txn);
             if (mrc == MDB_NOTFOUND)
@@ -231,6 +231,8 @@ const char *tvs_store_path(const tvs_store *s) { return s->path; }
 
 /* ---- map growth */
 
+static int grow(tvs_store *s, size_t room);
+
 static size_t room_left(tvs_store *s, size_t *map_out)
 {
     MDB_envinfo info;
@@ -243,9 +245,33 @@ static size_t room_left(tvs_store *s, size_t *map_out)
 }
 
 /* Grow the map so that at least @p room bytes are free. Takes txn_lock. */
+static int lock_for_resize(tvs_store *s)
+{
+    /* Resizing remaps: it must not happen under a live transaction of this
+     * process (its spans would dangle), and waiting for one could deadlock
+     * a thread that holds one itself. */
+    for (int i = 0; i < 200; i++) {
+        if (pthread_rwlock_trywrlock(&s->txn_lock) == 0)
+            return 0;
+        usleep(5000);
+    }
+    return tvs__fail(TVS_EBUSY, "the store map must grow, but this process holds a read "
+                     "transaction; retry the command");
+}
+
+int tvs_store_reserve(tvs_store *s, size_t room)
+{
+    size_t map;
+    if (room_left(s, &map) >= room + ROOM_MARGIN)
+        return 0;
+    return grow(s, room);
+}
+
 static int grow(tvs_store *s, size_t room)
 {
-    pthread_rwlock_wrlock(&s->txn_lock);
+    int lrc = lock_for_resize(s);
+    if (lrc)
+        return lrc;
     size_t map, left = room_left(s, &map);
     int mrc = 0;
     if (left < room + ROOM_MARGIN) {
@@ -261,7 +287,9 @@ static int grow(tvs_store *s, size_t room)
 
 static int adopt_resize(tvs_store *s)
 {
-    pthread_rwlock_wrlock(&s->txn_lock);
+    int lrc = lock_for_resize(s);
+    if (lrc)
+        return lrc;
     int mrc = mdb_env_set_mapsize(s->env, 0);
     pthread_rwlock_unlock(&s->txn_lock);
     return mrc ? tvs__mdb_fail(mrc, "adopting the store's new map size") : 0;

@@ -150,6 +150,43 @@ int tvs_reflog_foreach(tvs_txn *txn, const char *name,
  */
 int tvs_resolve(tvs_id *out, tvs_txn *txn, const char *spec);
 
+/* ---- indexes */
+
+/**
+ * The checksum index: decoded-bytes checksum -> a tensor holding those
+ * bytes, so an import can reuse a stored tensor without encoding it again.
+ * @return 0 or TVS_ENOTFOUND
+ */
+int tvs_sums_get(tvs_id *tensor, tvs_txn *txn, const tvs_id *checksum);
+/** Record @p tensor for @p checksum unless one is recorded already. */
+int tvs_sums_put(tvs_txn *txn, const tvs_id *checksum, const tvs_id *tensor);
+/** Drop the entry for @p checksum if it names @p tensor. */
+int tvs_sums_del(tvs_txn *txn, const tvs_id *checksum, const tvs_id *tensor);
+
+/* The lineage index: (from, relation, to) triples over model ids, so that
+ * "all deltas of base X" or "all children of X" is one range scan. */
+enum {
+    TVS_REL_DELTA = 1,    /**< `to` is a delta model whose base is `from` */
+    TVS_REL_PARENT = 2,   /**< `from` is a parent of `to` (history, lineage) */
+};
+
+int tvs_lineage_add(tvs_txn *txn, const tvs_id *from, int rel, const tvs_id *to);
+int tvs_lineage_del(tvs_txn *txn, const tvs_id *from, int rel, const tvs_id *to);
+/**
+ * Visit entries whose `from` is @p from (every entry if NULL), optionally
+ * only relation @p rel (0 = any).
+ */
+int tvs_lineage_foreach(tvs_txn *txn, const tvs_id *from, int rel,
+                        int (*cb)(const tvs_id *from, int rel, const tvs_id *to, void *p),
+                        void *payload);
+
+/**
+ * Make sure the map has @p room free bytes now (grows it if not). Call it
+ * before taking a long read transaction that write transactions of the
+ * same process will run under.
+ */
+int tvs_store_reserve(tvs_store *s, size_t room);
+
 /* ---- whole-store locks: an import holds it shared, gc exclusively */
 
 int tvs_store_lock(tvs_store *s, int exclusive, int wait);

@@ -12,7 +12,7 @@
 
 struct tvs_store {
     MDB_env *env;
-    MDB_dbi meta, objects, refs, reflog;
+    MDB_dbi meta, objects, refs, reflog, sums, lineage;
     char *path;
     int lockfd;
     int readonly;

@@ -275,10 +275,9 @@ static void put_hdr(uint8_t *dst, uint8_t codec, size_t n)
 }
 
 static int encode_planes(uint8_t *dst, size_t cap, size_t *written, tvs_codec_ctx *c,
-                         const uint8_t *src, size_t n, unsigned w)
+                         const uint8_t *src, size_t n, unsigned w, int rot)
 {
     size_t ne = n / w, pos = TVS_CHUNK_HDR + 2;
-    int rot = (w == 2 || w == 4 || w == 8);
     tvs_planes_split(c->scratch, src, ne, w, rot);
     put_hdr(dst, TVS_CODEC_PLANES, n);
     dst[TVS_CHUNK_HDR] = (uint8_t)w;
@@ -310,12 +309,13 @@ int tvs_chunk_encode(uint8_t *dst, size_t cap, size_t *written, tvs_codec_ctx *c
         return tvs__fail(TVS_EBUFS, "chunk: destination of %zu bytes is under the bound %zu",
                          cap, tvs_chunk_bound(n));
     unsigned w = p->elem_bytes;
-    int planes = p->is_float && w >= 2 && w <= 8 && n % w == 0 && n >= 64 * w;
+    int planes = (p->is_float || p->delta) && w >= 2 && w <= 8 && n % w == 0 && n >= 64 * w;
+    int rot = planes && !p->delta && (w == 2 || w == 4 || w == 8);
     int rc = set_profile(c, planes ? PROFILE_ENTROPY : p->level ? p->level : TVS_ZSTD_LEVEL);
     if (rc)
         return rc;
     if (planes) {
-        rc = encode_planes(dst, cap, written, c, src, n, w);
+        rc = encode_planes(dst, cap, written, c, src, n, w, rot);
         if (rc || *written < n + TVS_CHUNK_HDR)
             return rc;
         /* every plane stayed raw: a raw chunk is smaller and faster */

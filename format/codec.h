@@ -41,8 +41,9 @@ typedef struct tvs_codec_ctx tvs_codec_ctx;
 
 typedef struct {
     unsigned elem_bytes;   /**< element width in bytes (1 for sub-byte types) */
-    int is_float;          /**< float elements: try byte planes */
-    int level;             /**< zstd level; 0 = TVS_ZSTD_LEVEL */
+    int is_float;          /**< float elements: byte planes, sign rotated */
+    int level;             /**< zstd level for non-plane data; 0 = TVS_ZSTD_LEVEL */
+    int delta;             /**< delta-transformed integers: byte planes, no rotation */
 } tvs_chunk_params;
 
 #define TVS_ZSTD_LEVEL 3

@@ -6,12 +6,16 @@
  * decode(encode(x)) is the identity and ids are well defined.
  */
 #include "format/object.h"
+#include "format/delta.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #define MAX_NAME (64u << 10)
 #define MAX_TEXT (16u << 20)
+/* Smallest file entry: name length, kind, then (safetensors) header length
+ * and tensor count, which is shorter than a blob's 16-byte id. */
+#define MIN_FILE_ENTRY (4 + 1 + 4 + 4)
 
 uint64_t tvs_chunks_for(uint64_t nbytes, uint32_t chunk_size)
 {
@@ -63,6 +67,10 @@ int tvs_tensor_encode(tvs_buf *b, const tvs_tensor_obj *t)
     if (!rc) rc = tvs_buf_put_le32(b, t->chunk_size);
     if (!rc) rc = tvs_buf_put_le32(b, t->n_chunks);
     if (!rc) rc = tvs_buf_append(b, t->chunk_ids, (size_t)t->n_chunks * TVS_ID_LEN);
+    if (!rc && t->encoding == TVS_ENC_DELTA) {
+        rc = tvs_buf_append(b, t->base.b, TVS_ID_LEN);
+        if (!rc) rc = tvs_buf_put_u8(b, t->transform);
+    }
     return rc;
 }
 
@@ -83,7 +91,7 @@ int tvs_tensor_decode(tvs_tensor_obj *t, tvs_span bytes)
         return tvs__fail(TVS_ECORRUPT, "tensor object version %u is not supported", ver);
     if (!tvs_dtype_bits(dtype))
         return tvs__fail(TVS_ECORRUPT, "tensor object: unknown dtype id %u", dtype);
-    if (t->encoding != TVS_ENC_CHUNKED)
+    if (t->encoding > TVS_ENC_DELTA)
         return tvs__fail(TVS_ECORRUPT, "tensor object: unknown encoding %u", t->encoding);
     if (rank > TVS_ST_MAX_RANK || flags)
         return tvs__fail(TVS_ECORRUPT, "tensor object: rank %u / flags %u out of range",
@@ -119,6 +127,16 @@ int tvs_tensor_decode(tvs_tensor_obj *t, tvs_span bytes)
     if ((rc = tvs_read_bytes(&r, &s, (size_t)t->n_chunks * TVS_ID_LEN)))
         return rc;
     t->chunk_ids = s.ptr;
+    if (t->encoding == TVS_ENC_DELTA) {
+        if ((rc = tvs_read_bytes(&r, &s, TVS_ID_LEN)) || (rc = tvs_read_u8(&r, &t->transform)))
+            return rc;
+        memcpy(t->base.b, s.ptr, TVS_ID_LEN);
+        unsigned w = tvs_delta_width(t->transform);
+        if (!w || t->nbytes % w || t->chunk_size % w)
+            return tvs__fail(TVS_ECORRUPT, "tensor object: delta transform %u does not fit "
+                             "%llu bytes in chunks of %u", t->transform,
+                             (unsigned long long)t->nbytes, t->chunk_size);
+    }
     return tvs_read_end(&r);
 }
 
@@ -258,7 +276,7 @@ int tvs_model_decode(tvs_model_obj *m, tvs_span bytes)
             goto out;
     if ((rc = tvs_read_le64(&r, &t)) || (rc = tvs_read_str(&r, &m->author, MAX_TEXT)) ||
         (rc = tvs_read_str(&r, &m->message, MAX_TEXT)) || (rc = tvs_read_le32(&r, &n)) ||
-        (rc = check_count(&r, n, 5 + TVS_ID_LEN, "files")))
+        (rc = check_count(&r, n, MIN_FILE_ENTRY, "files")))
         goto out;
     m->time = (int64_t)t;
     m->files = tvs_calloc(n ? n : 1, sizeof *m->files);
@@ -303,6 +321,8 @@ int tvs_object_children(tvs_span b, int (*cb)(const tvs_id *, int, void *), void
             tvs_tensor_chunk_id(&id, &t, i);
             rc = cb(&id, TVS_OBJ_CHUNK, payload);
         }
+        if (!rc && t.encoding == TVS_ENC_DELTA)
+            rc = cb(&t.base, TVS_OBJ_TENSOR, payload);
         return rc;
     }
     if (type != TVS_OBJ_MODEL)

@@ -24,6 +24,7 @@ enum { TVS_OBJ_CHUNK = 1, TVS_OBJ_TENSOR = 2, TVS_OBJ_MODEL = 3 };
 /* Tensor encodings (on disk, never reused). */
 enum {
     TVS_ENC_CHUNKED = 0,   /**< the decoded bytes, cut into lossless chunks */
+    TVS_ENC_DELTA = 1,     /**< chunks hold t(bytes, base bytes) (format/delta.h) */
 };
 
 typedef struct {
@@ -36,6 +37,8 @@ typedef struct {
     uint32_t chunk_size;        /**< raw bytes per chunk; the last may be short */
     uint32_t n_chunks;
     const uint8_t *chunk_ids;   /**< n_chunks ids of 16 bytes, borrowed */
+    tvs_id base;                /**< DELTA: the base tensor (same dtype, shape, chunk size) */
+    uint8_t transform;          /**< DELTA: TVS_DELTA_* */
 } tvs_tensor_obj;
 
 /** Id of chunk @p i of a tensor. */

@@ -226,8 +226,8 @@ int tvs_st_header_parse(tvs_st_header *out, tvs_span json, uint64_t data_len)
     out->header_len = json.len;
     out->data_len = data_len;
     if (json.len == 0 || json.ptr[0] != '{')
-        return tvs__fail(TVS_ECORRUPT, "header at byte 8 is not JSON: it must start "
-                         "with '{'");
+        return tvs__fail(TVS_ECORRUPT, "header at byte 8 is not a JSON object: it must "
+                         "start with '{'");
     json_error_t err;
     json_t *root = json_loadb((const char *)json.ptr, json.len,
                               JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);

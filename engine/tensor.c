@@ -1,0 +1,63 @@
+/* Tensor chains and chunk decoding (engine/tensor.h). */
+#include "engine/tensor.h"
+#include "format/delta.h"
+
+int tvs_tensor_chain_load(tvs_tensor_chain *c, tvs_txn *txn, const tvs_id *id)
+{
+    c->depth = 0;
+    tvs_id cur = *id;
+    for (;;) {
+        char hex[TVS_ID_HEX + 1];
+        if (c->depth == TVS_MAX_CHAIN) {
+            tvs_id_hex(hex, id);
+            return tvs__fail(TVS_ECORRUPT, "tensor %s: chain of bases longer than %d "
+                             "(or a cycle)", hex, TVS_MAX_CHAIN);
+        }
+        tvs_tensor_obj *t = &c->t[c->depth];
+        int rc = tvs_tensor_load(t, txn, &cur);
+        if (rc)
+            return rc;
+        c->id[c->depth++] = cur;
+        if (c->depth > 1) {
+            const tvs_tensor_obj *top = &c->t[0];
+            if (t->dtype != top->dtype || t->nbytes != top->nbytes ||
+                t->chunk_size != top->chunk_size) {
+                tvs_id_hex(hex, &cur);
+                return tvs__fail(TVS_ECORRUPT, "tensor %s: a base in its chain differs in "
+                                 "dtype, size or chunk size", hex);
+            }
+        }
+        if (t->encoding != TVS_ENC_DELTA)
+            return 0;
+        cur = t->base;
+    }
+}
+
+int tvs_chunk_plan_make(tvs_chunk_plan *p, tvs_txn *txn, const tvs_tensor_chain *c,
+                        uint32_t i)
+{
+    p->depth = c->depth;
+    p->raw_len = tvs_tensor_chunk_len(&c->t[0], i);
+    for (uint32_t l = 0; l < c->depth; l++) {
+        tvs_id cid;
+        tvs_tensor_chunk_id(&cid, &c->t[l], i);
+        int rc = tvs_obj_get(&p->chunk[l], txn, &cid);
+        if (rc)
+            return rc;
+        p->transform[l] = c->t[l].transform;
+    }
+    return 0;
+}
+
+int tvs_chunk_plan_decode(uint8_t *dst, uint8_t *scratch, const tvs_chunk_plan *p,
+                          tvs_codec_ctx *ctx)
+{
+    uint32_t last = p->depth - 1;
+    int rc = tvs_chunk_decode(dst, p->raw_len, p->chunk[last], ctx);
+    for (uint32_t l = last; !rc && l-- > 0;) {
+        rc = tvs_chunk_decode(scratch, p->raw_len, p->chunk[l], ctx);
+        if (!rc)
+            rc = tvs_delta_apply(dst, scratch, dst, p->raw_len, p->transform[l]);
+    }
+    return rc;
+}
