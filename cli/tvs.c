@@ -791,12 +791,54 @@ static int by_time_desc(const void *a, const void *b)
     return x->time < y->time ? 1 : x->time > y->time ? -1 : memcmp(&x->id, &y->id, 16);
 }
 
+/* Order children before their bases/parents, newest first among the ready:
+ * timestamps have one-second resolution, so time alone cannot order a
+ * series imported in one go. */
+static void topo_order(graph *g)
+{
+    size_t n = g->n, *kids = calloc(n + 1, sizeof *kids);
+    char *done = calloc(n + 1, 1);
+    node *out = malloc((n + 1) * sizeof *out);
+    if (!kids || !done || !out) {
+        free(kids);
+        free(done);
+        free(out);
+        qsort(g->v, g->n, sizeof *g->v, by_time_desc);
+        return;
+    }
+    qsort(g->v, g->n, sizeof *g->v, by_time_desc);
+    for (size_t i = 0; i < n; i++) {
+        long up = g->v[i].has_up ? node_find(g, &g->v[i].up) : -1;
+        if (up >= 0)
+            kids[up]++;
+    }
+    for (size_t k = 0; k < n; k++) {
+        size_t pick = n;
+        for (size_t i = 0; i < n && pick == n; i++)
+            if (!done[i] && kids[i] == 0)
+                pick = i;
+        if (pick == n)   /* a cycle cannot happen with content ids; be safe */
+            for (size_t i = 0; i < n && pick == n; i++)
+                if (!done[i])
+                    pick = i;
+        done[pick] = 1;
+        out[k] = g->v[pick];
+        long up = g->v[pick].has_up ? node_find(g, &g->v[pick].up) : -1;
+        if (up >= 0 && kids[up])
+            kids[up]--;
+    }
+    memcpy(g->v, out, n * sizeof *out);
+    free(kids);
+    free(done);
+    free(out);
+}
+
 /* Draw the graph newest first, one lane per line of descent, like git. */
 static void draw_graph(graph *g)
 {
     tvs_id lanes[64];
     size_t nl = 0;
-    qsort(g->v, g->n, sizeof *g->v, by_time_desc);
+    topo_order(g);
     for (size_t i = 0; i < g->n; i++) {
         const node *n = &g->v[i];
         size_t col = nl;
