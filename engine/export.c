@@ -139,8 +139,12 @@ static int stream(exp_state *e, int fd, const char *path, const tvs_export_opts 
     for (size_t i = 0; !rc && i < e->n_jobs; i++) {
         size_t j, len;
         uint8_t *buf;
-        if ((rc = tvs__pipe_next(pipe, &j, &buf, &len)))
+        if ((rc = tvs__pipe_next(pipe, &j, &buf, &len))) {
+            /* a chunk that does not decode: say whose it is */
+            tvs__failctx(rc, "%s: chunk %u", e->tensors[e->jobs[j].tensor].name,
+                         e->jobs[j].index);
             break;
+        }
         const xjob *jb = &e->jobs[j];
         const xtensor *x = &e->tensors[jb->tensor];
         if (jb->index == 0)

@@ -134,6 +134,55 @@ static int ref_fn(const char *name, const tvs_id *id, void *p)
     return tvs__walk(f->txn, id, &f->seen, walk_fn, f);
 }
 
+/* The indexes: every entry names objects that exist and says what they do. */
+static int check_lineage(const tvs_id *from, int rel, const tvs_id *to, void *p)
+{
+    fsck_state *f = p;
+    char a[TVS_ID_HEX + 1], b[TVS_ID_HEX + 1];
+    tvs_id_hex(a, from);
+    tvs_id_hex(b, to);
+    tvs_model_obj m;
+    if (tvs_model_load(&m, f->txn, to)) {
+        problem(f, "lineage index: %s -> %s names a missing or damaged model", a, b);
+        return 0;
+    }
+    int ok = rel == TVS_REL_DELTA ? m.kind == TVS_MODEL_DELTA && tvs_id_eq(&m.base, from) : 0;
+    for (size_t i = 0; rel == TVS_REL_PARENT && i < m.n_parents; i++)
+        ok |= tvs_id_eq(&m.parents[i], from);
+    tvs_model_dispose(&m);
+    if (!ok)
+        problem(f, "lineage index: %s -> %s (relation %d) does not match the model", a, b,
+                rel);
+    return 0;
+}
+
+static int check_sum(const tvs_id *id, tvs_span b, void *p)
+{
+    fsck_state *f = p;
+    if (b.len == 0 || b.ptr[0] != TVS_OBJ_TENSOR)
+        return 0;
+    tvs_tensor_obj t;
+    tvs_id found;
+    if (tvs_tensor_decode(&t, b))
+        return 0;
+    if (tvs_sums_get(&found, f->txn, &t.checksum) != 0) {
+        char h[TVS_ID_HEX + 1];
+        tvs_id_hex(h, id);
+        problem(f, "checksum index: no entry for tensor %s", h);
+        return 0;
+    }
+    tvs_span fb;
+    tvs_tensor_obj ft;
+    if (tvs_obj_get(&fb, f->txn, &found) || tvs_tensor_decode(&ft, fb) ||
+        !tvs_id_eq(&ft.checksum, &t.checksum)) {
+        char h[TVS_ID_HEX + 1];
+        tvs_id_hex(h, &found);
+        problem(f, "checksum index: entry names tensor %s, which is missing or holds "
+                "other bytes", h);
+    }
+    return 0;
+}
+
 static int count_unreachable(const tvs_id *id, tvs_span b, void *p)
 {
     fsck_state *f = p;
@@ -162,6 +211,8 @@ int tvs_fsck(tvs_fsck_result *out, tvs_store *s, void (*report)(void *, const ch
     if (!rc) rc = tvs_obj_foreach(f->txn, object_fn, f);
     if (!rc) rc = tvs_ref_foreach(f->txn, NULL, ref_fn, f);
     if (!rc) rc = tvs_obj_foreach(f->txn, count_unreachable, f);
+    if (!rc) rc = tvs_lineage_foreach(f->txn, NULL, 0, check_lineage, f);
+    if (!rc) rc = tvs_obj_foreach(f->txn, check_sum, f);
     tvs_txn_end(f->txn);
     tvs_codec_ctx_free(f->ctx);
     tvs_hasher_free(f->h);

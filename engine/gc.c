@@ -131,6 +131,31 @@ static int sweep_fn(const tvs_id *id, tvs_span b, void *p)
     return 0;
 }
 
+/* Drop the index entries that name a dead object. */
+static int unindex(tvs_txn *txn, const tvs_id *id)
+{
+    tvs_span b;
+    int rc = tvs_obj_get(&b, txn, id);
+    if (rc)
+        return rc;
+    int type = b.len ? b.ptr[0] : 0;
+    if (type == TVS_OBJ_TENSOR) {
+        tvs_tensor_obj t;
+        if (tvs_tensor_decode(&t, b) == 0)
+            rc = tvs_sums_del(txn, &t.checksum, id);
+    } else if (type == TVS_OBJ_MODEL) {
+        tvs_model_obj m;
+        if (tvs_model_decode(&m, b) == 0) {
+            if (m.kind == TVS_MODEL_DELTA)
+                rc = tvs_lineage_del(txn, &m.base, TVS_REL_DELTA, id);
+            for (size_t i = 0; !rc && i < m.n_parents; i++)
+                rc = tvs_lineage_del(txn, &m.parents[i], TVS_REL_PARENT, id);
+            tvs_model_dispose(&m);
+        }
+    }
+    return rc;
+}
+
 static int gc_txn(tvs_txn *txn, void *p)
 {
     gc_state *g = p;
@@ -141,8 +166,11 @@ static int gc_txn(tvs_txn *txn, void *p)
     int rc = tvs_ref_foreach(txn, NULL, mark_ref, g);
     if (!rc)
         rc = tvs_obj_foreach(txn, sweep_fn, g);
-    for (size_t i = 0; !rc && !g->dry && i < g->n_dead; i++)
+    for (size_t i = 0; !rc && !g->dry && i < g->n_dead; i++) {
+        if ((rc = unindex(txn, &g->dead[i])))
+            break;
         rc = tvs_obj_del(txn, &g->dead[i]);
+    }
     return rc;
 }
 

@@ -55,6 +55,17 @@ int tvs_chunk_plan_decode(uint8_t *dst, uint8_t *scratch, const tvs_chunk_plan *
     uint32_t last = p->depth - 1;
     int rc = tvs_chunk_decode(dst, p->raw_len, p->chunk[last], ctx);
     for (uint32_t l = last; !rc && l-- > 0;) {
+        /* planes of a delta: merge and apply in one pass */
+        const uint8_t *planes[8];
+        unsigned w;
+        int rot;
+        rc = tvs_chunk_decode_planes(planes, &w, &rot, p->raw_len, p->chunk[l], ctx);
+        if (rc == 0 && !rot && w == tvs_delta_width(p->transform[l])) {
+            rc = tvs_delta_apply_planes(dst, planes, w, dst, p->raw_len, p->transform[l]);
+            continue;
+        }
+        if (rc < 0)
+            return rc;
         rc = tvs_chunk_decode(scratch, p->raw_len, p->chunk[l], ctx);
         if (!rc)
             rc = tvs_delta_apply(dst, scratch, dst, p->raw_len, p->transform[l]);

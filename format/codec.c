@@ -365,7 +365,38 @@ static int unzstd(tvs_codec_ctx *c, uint8_t *dst, size_t n, tvs_span src, const 
     return 0;
 }
 
+static int planes_of(const uint8_t **planes, unsigned *w_out, int *rot_out, size_t n,
+                     tvs_reader *r, tvs_codec_ctx *c);
+
 static int decode_planes(uint8_t *dst, size_t n, tvs_reader *r, tvs_codec_ctx *c)
+{
+    const uint8_t *planes[8];
+    unsigned w;
+    int rot, rc = planes_of(planes, &w, &rot, n, r, c);
+    if (!rc)
+        tvs_planes_merge(dst, planes, n / w, w, rot);
+    return rc;
+}
+
+int tvs_chunk_decode_planes(const uint8_t **planes, unsigned *w, int *rot, size_t n,
+                            tvs_span chunk, tvs_codec_ctx *c)
+{
+    uint8_t codec = 0;
+    uint32_t raw_len = 0;
+    int rc = tvs_chunk_info(&codec, &raw_len, chunk);
+    if (rc)
+        return rc;
+    if (codec != TVS_CODEC_PLANES)
+        return 1;
+    if (raw_len != n)
+        return tvs__fail(TVS_ECORRUPT, "chunk: holds %u bytes, expected %zu", raw_len, n);
+    tvs_reader r = { chunk, TVS_CHUNK_HDR, "chunk" };
+    return planes_of(planes, w, rot, n, &r, c);
+}
+
+/* Decode a planes payload's planes (raw ones point into the chunk). */
+static int planes_of(const uint8_t **planes, unsigned *w_out, int *rot_out, size_t n,
+                     tvs_reader *r, tvs_codec_ctx *c)
 {
     uint8_t w, rot;
     int rc;
@@ -381,7 +412,6 @@ static int decode_planes(uint8_t *dst, size_t n, tvs_reader *r, tvs_codec_ctx *c
         return tvs__fail(TVS_ECORRUPT, "chunk: %zu bytes is over the decoder's %zu",
                          n, c->max_raw);
     size_t ne = n / w;
-    const uint8_t *planes[8];
     for (unsigned k = 0; k < w; k++) {
         uint8_t pc;
         uint32_t len;
@@ -404,7 +434,8 @@ static int decode_planes(uint8_t *dst, size_t n, tvs_reader *r, tvs_codec_ctx *c
     }
     if ((rc = tvs_read_end(r)))
         return rc;
-    tvs_planes_merge(dst, planes, ne, w, rot);
+    *w_out = w;
+    *rot_out = rot;
     return 0;
 }
 

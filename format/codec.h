@@ -69,6 +69,15 @@ int tvs_chunk_encode(uint8_t *dst, size_t dst_cap, size_t *written, tvs_codec_ct
  */
 int tvs_chunk_decode(uint8_t *dst, size_t n, tvs_span chunk, tvs_codec_ctx *ctx);
 
+/**
+ * For a `planes` chunk: decode its planes without merging them, so a caller
+ * can fuse the merge with its next step. Raw planes point into @p chunk;
+ * the others into @p ctx's scratch (valid until the next call on @p ctx).
+ * @return 0, 1 if the chunk is not a planes chunk, TVS_ECORRUPT
+ */
+int tvs_chunk_decode_planes(const uint8_t **planes, unsigned *w, int *rot, size_t n,
+                            tvs_span chunk, tvs_codec_ctx *ctx);
+
 /** Read the header of a chunk object: codec id and raw length. */
 int tvs_chunk_info(uint8_t *codec, uint32_t *raw_len, tvs_span chunk);
 

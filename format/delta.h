@@ -38,4 +38,14 @@ int tvs_delta_make(uint8_t *dst, const uint8_t *ft, const uint8_t *base, size_t 
 int tvs_delta_apply(uint8_t *dst, const uint8_t *stored, const uint8_t *base, size_t n,
                     int transform);
 
+/**
+ * dst = t^-1(stored, base) where the stored bytes come as @p w byte planes
+ * (format/codec.h, no rotation): the plane merge fused with the transform.
+ */
+int tvs_delta_apply_planes(uint8_t *dst, const uint8_t *const *planes, unsigned w,
+                           const uint8_t *base, size_t n, int transform);
+
+/** Tests set this to 0 to run the portable reference loops instead of SSE2. */
+extern int tvs__delta_simd;
+
 #endif
