@@ -137,7 +137,7 @@ static int parse_tensor(tvs_st_tensor *t, const char *name, size_t name_len, jso
                          (unsigned long long)t->end);
     uint64_t nbytes;
     if (tvs_dtype_nbytes(&nbytes, t->dtype, n))
-        return tvs__fail(TVS_ECORRUPT, "tensor \"%s\": %s", name, tvs_errmsg());
+        return tvs__failctx(TVS_ECORRUPT, "tensor \"%s\"", name);
     if (nbytes != t->end - t->begin)
         return tvs__fail(TVS_ECORRUPT, "tensor \"%s\": shape/offset mismatch: %llu "
                          "elements of %s need %llu bytes, data_offsets [%llu, %llu] hold %llu",

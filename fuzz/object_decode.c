@@ -7,7 +7,8 @@
  * promises the decoders accept only the canonical form, which is what makes
  * ids well defined) and that tvs_object_children agrees with the decoder.
  * Chunks: decode into a buffer of exactly the declared raw length, so ASan
- * sees any write past it.
+ * sees any write past it, and check tvs_chunk_decode_planes agrees. A delta tensor's children are its chunks and its
+ * base.
  *
  * The codec context is created once and kept: it is an allocation cache
  * (zstd contexts, scratch), not state that changes results.
@@ -17,6 +18,7 @@
 #include <string.h>
 
 #include "format/codec.h"
+#include "format/delta.h"
 #include "format/object.h"
 
 static tvs_codec_ctx *ctx;
@@ -56,6 +58,25 @@ static void check_chunk(tvs_span in)
             FUZZ_CHECK(raw_len == 0 ||
                        memcmp(dst, in.ptr + TVS_CHUNK_HDR, raw_len) == 0);
     }
+    /* The unmerged planes agree with the merged decode. */
+    const uint8_t *planes[8];
+    unsigned w = 0;
+    int rot = 0, prc = tvs_chunk_decode_planes(planes, &w, &rot, raw_len, in, ctx);
+    if (codec != TVS_CODEC_PLANES) {
+        FUZZ_CHECK(prc == 1);
+    } else {
+        FUZZ_CHECK(prc == 0 || prc == TVS_ECORRUPT);
+        FUZZ_CHECK((prc == 0) == (rc == 0));
+        if (prc == 0) {
+            FUZZ_CHECK(w >= 2 && w <= 8 && raw_len % w == 0 && (rot == 0 || rot == 1));
+            uint8_t *merged = malloc(raw_len);
+            if (!merged)
+                abort();
+            tvs_planes_merge_ref(merged, planes, raw_len / w, w, rot);
+            FUZZ_CHECK(memcmp(merged, dst, raw_len) == 0);
+            free(merged);
+        }
+    }
     /* The wrong expected length is always refused. */
     if (raw_len > 0)
         FUZZ_CHECK(tvs_chunk_decode(dst, raw_len - 1, in, ctx) == TVS_ECORRUPT);
@@ -84,11 +105,18 @@ static size_t check_tensor(tvs_span in)
         sum += len;
     }
     FUZZ_CHECK(sum == t.nbytes);
+    size_t children = t.n_chunks;
+    if (t.encoding == TVS_ENC_DELTA) {
+        /* chunks hold whole elements of the transform */
+        unsigned w = tvs_delta_width(t.transform);
+        FUZZ_CHECK(w != 0 && t.nbytes % w == 0 && t.chunk_size % w == 0);
+        children++;   /* the base tensor */
+    }
     tvs_buf b = TVS_BUF_INIT;
     FUZZ_CHECK(tvs_tensor_encode(&b, &t) == 0);
     check_canonical(&b, in);
     tvs_buf_dispose(&b);
-    return t.n_chunks;
+    return children;
 }
 
 static int span_lt(tvs_span a, tvs_span b)
