@@ -3,6 +3,8 @@
  * and prints for humans or (--json) for programs. Errors print one line,
  * "tvs: <what>: <why>", and map to an exit code in one table (exit_code).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -16,6 +18,8 @@
 #include "engine/model.h"
 #include "engine/store.h"
 #include "format/codec.h"
+#include "format/dtype.h"
+#include "query/plan.h"
 
 static const char *g_store;   /* --store */
 
@@ -43,8 +47,17 @@ static int fail(int err, const char *what)
     return exit_code(err);
 }
 
+static char **g_cmd_argv;   /* the running command's arguments, to name a bad option */
+
 static int usage_error(const char *cmd, const char *msg)
 {
+    /* getopt prints nothing (opterr = 0): say here which option it stopped at */
+    if (!strcmp(msg, "unknown option") && g_cmd_argv && optind > 0) {
+        char opt[3] = { '-', (char)optopt, 0 };
+        fprintf(stderr, "tvs %s: unknown option, or option without its value: '%s' (see "
+                "'tvs %s --help')\n", cmd, optopt ? opt : g_cmd_argv[optind - 1], cmd);
+        return EXIT_USAGE;
+    }
     fprintf(stderr, "tvs %s: %s (see 'tvs %s --help')\n", cmd, msg, cmd);
     return EXIT_USAGE;
 }
@@ -60,6 +73,64 @@ static int open_store(tvs_store **out, int readonly)
     rc = tvs_store_open(out, path, &o);
     tvs_free(path);
     return rc;
+}
+
+/* Length of the valid UTF-8 sequence at @p p (as jansson checks it), or 0. */
+static size_t utf8_seq(const uint8_t *p, size_t avail)
+{
+    uint8_t c = p[0];
+    size_t n;
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if ((c & 0xe0) == 0xc0)
+        n = 2, cp = c & 0x1f;
+    else if ((c & 0xf0) == 0xe0)
+        n = 3, cp = c & 0x0f;
+    else if ((c & 0xf8) == 0xf0)
+        n = 4, cp = c & 0x07;
+    else
+        return 0;
+    if (n > avail)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3f);
+    }
+    if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+/* A JSON string of stored text that may not be UTF-8 (messages, authors,
+ * file names): json_pack would fail on it and silently drop the whole
+ * value, so invalid bytes become U+FFFD instead. */
+static json_t *json_text(tvs_span t)
+{
+    json_t *j = json_stringn((const char *)t.ptr, t.len);
+    if (j)
+        return j;
+    char *u = malloc(3 * t.len + 1);
+    size_t n = 0;
+    if (!u)
+        return NULL;
+    for (size_t i = 0; i < t.len;) {
+        size_t k = utf8_seq(t.ptr + i, t.len - i);
+        if (k) {
+            memcpy(u + n, t.ptr + i, k);
+            n += k;
+            i += k;
+        } else {
+            memcpy(u + n, "\xef\xbf\xbd", 3);
+            n += 3;
+            i++;
+        }
+    }
+    j = json_stringn(u, n);
+    free(u);
+    return j;
 }
 
 static void print_json(json_t *j)
@@ -337,10 +408,9 @@ static int ls_one(const char *name, const tvs_id *id, void *p)
     fmt_time(when, sizeof when, m.time);
     if (!rc && c->arr) {
         json_array_append_new(c->arr, json_pack(
-            "{s:s, s:s, s:s, s:I, s:s, s:s%}", "name", name, "model", hex(id, h),
+            "{s:s, s:s, s:s, s:I, s:s, s:o}", "name", name, "model", hex(id, h),
             "kind", m.kind == TVS_MODEL_DELTA ? "delta" : "full", "logical_bytes",
-            (json_int_t)size, "time", when, "message", (const char *)m.message.ptr,
-            m.message.len));
+            (json_int_t)size, "time", when, "message", json_text(m.message)));
     } else if (!rc) {
         tvs_fmt_bytes(sz, sizeof sz, (double)size);
         printf("%-32s %.12s  %-5s %11s  %s  %.*s\n", name, hex(id, h),
@@ -484,7 +554,7 @@ static int show_file(tvs_txn *txn, const tvs_model_file *f, json_t *jfiles, int 
     }
     if (!rc && jfiles)
         json_array_append_new(jfiles, json_pack(
-            "{s:s%, s:s, s:I, s:I, s:o}", "name", f->name.ptr, f->name.len, "kind",
+            "{s:o, s:s, s:I, s:I, s:o}", "name", json_text(f->name), "kind",
             f->kind == TVS_FILE_BLOB ? "blob" : "safetensors", "logical_bytes",
             (json_int_t)logical, "stored_bytes", (json_int_t)stored, "tensors", jt));
     else
@@ -523,10 +593,10 @@ static int cmd_show(int argc, char **argv)
         for (size_t i = 0; i < m.n_parents; i++)
             json_array_append_new(parents, json_string(hex(&m.parents[i], h)));
         jfiles = json_array();
-        jm = json_pack("{s:s, s:s, s:o, s:s, s:s%, s:s%, s:o}", "model", hex(&id, h), "kind",
+        jm = json_pack("{s:s, s:s, s:o, s:s, s:o, s:o, s:o}", "model", hex(&id, h), "kind",
                        m.kind == TVS_MODEL_DELTA ? "delta" : "full", "parents", parents,
-                       "time", when, "author", m.author.ptr, m.author.len, "message",
-                       m.message.ptr, m.message.len, "files", jfiles);
+                       "time", when, "author", json_text(m.author), "message",
+                       json_text(m.message), "files", jfiles);
     } else {
         printf("model    %s\nkind     %s\n", hex(&id, h),
                m.kind == TVS_MODEL_DELTA ? "delta" : "full");
@@ -589,9 +659,9 @@ static int cmd_log(int argc, char **argv)
         fmt_time(when, sizeof when, m.time);
         if (json)
             json_array_append_new(arr, json_pack(
-                "{s:s, s:s, s:s, s:s%, s:s%}", "model", hex(&id, h), "kind",
+                "{s:s, s:s, s:s, s:o, s:o}", "model", hex(&id, h), "kind",
                 m.kind == TVS_MODEL_DELTA ? "delta" : "full", "time", when, "author",
-                m.author.ptr, m.author.len, "message", m.message.ptr, m.message.len));
+                json_text(m.author), "message", json_text(m.message)));
         else
             printf("%smodel %s (%s)\nDate:   %s\nAuthor: %.*s\n\n    %.*s\n", first ? "" : "\n",
                    hex(&id, h), m.kind == TVS_MODEL_DELTA ? "delta" : "full", when,
@@ -1257,6 +1327,133 @@ static int cmd_stats(int argc, char **argv)
     return 0;
 }
 
+/* ----------------------------------------------------- materialize, explain */
+
+/* Options shared by materialize and explain; returns 0, or an exit code. */
+static int plan_options(const char *cmd, int argc, char **argv, tvs_plan_opts *po,
+                        const char **out)
+{
+    static const struct option opts[] = {
+        { "output", required_argument, 0, 'o' }, { "tensors", required_argument, 0, 'T' },
+        { "layers", required_argument, 0, 'L' }, { "shard", required_argument, 0, 'S' },
+        { "dtype", required_argument, 0, 'D' }, { "threads", required_argument, 0, 't' },
+        { 0, 0, 0, 0 } };
+    int c;
+    while ((c = getopt_long(argc, argv, "o:t:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o':
+            if (!out)
+                return usage_error(cmd, "-o is for materialize");
+            *out = optarg;
+            break;
+        case 'T': po->tensors = optarg; break;
+        case 'L':
+            if (sscanf(optarg, "%d-%d", &po->layer_lo, &po->layer_hi) != 2 ||
+                po->layer_lo < 0 || po->layer_hi < po->layer_lo)
+                return usage_error(cmd, "--layers takes A-B, e.g. 0-15");
+            break;
+        case 'S':
+            if (sscanf(optarg, "%u/%u", &po->shard_i, &po->shard_n) != 2 || !po->shard_n ||
+                po->shard_i >= po->shard_n)
+                return usage_error(cmd, "--shard takes I/N with 0 <= I < N, e.g. 0/8");
+            break;
+        case 'D':
+            if (!strcmp(optarg, "bf16")) po->dtype = TVS_DTYPE_BF16;
+            else if (!strcmp(optarg, "f16")) po->dtype = TVS_DTYPE_F16;
+            else if (!strcmp(optarg, "f32")) po->dtype = TVS_DTYPE_F32;
+            else return usage_error(cmd, "--dtype takes bf16, f16 or f32");
+            break;
+        case 't': po->threads = atoi(optarg); break;
+        default: return usage_error(cmd, "unknown option");
+        }
+    }
+    if (optind + 1 != argc)
+        return usage_error(cmd, "give exactly one EXPR (quote it)");
+    return 0;
+}
+
+static int write_fd(void *payload, const uint8_t *p, size_t n)
+{
+    int fd = *(int *)payload;
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return tvs__fail(TVS_EIO, "write: %s", strerror(errno));
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int cmd_materialize(int argc, char **argv)
+{
+    tvs_plan_opts po = TVS_PLAN_OPTS_INIT;
+    const char *out = NULL;
+    int urc = plan_options("materialize", argc, argv, &po, &out);
+    if (urc)
+        return urc;
+    if (!out)
+        return usage_error("materialize", "-o FILE is required ('-' for stdout)");
+    tvs_store *s;
+    tvs_txn *txn = NULL;
+    tvs_plan *p = NULL;
+    char tmp[4200];
+    int fd = STDOUT_FILENO, to_stdout = strcmp(out, "-") == 0;
+    int rc = open_store(&s, 1);
+    if (rc)
+        return fail(rc, "materialize");
+    if ((rc = tvs_txn_begin(&txn, s, TVS_TXN_READ)) ||
+        (rc = tvs_plan_build(&p, txn, argv[optind], &po)))
+        goto out;
+    if (!to_stdout) {
+        snprintf(tmp, sizeof tmp, "%s.tvs-tmp-%ld", out, (long)getpid());
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            rc = tvs__fail(TVS_EIO, "cannot create %s: %s", tmp, strerror(errno));
+            goto out;
+        }
+    }
+    rc = tvs_plan_exec(p, 0, UINT64_MAX, write_fd, &fd);
+    if (!to_stdout) {
+        if (close(fd) && !rc)
+            rc = tvs__fail(TVS_EIO, "%s: %s", tmp, strerror(errno));
+        if (!rc && rename(tmp, out))
+            rc = tvs__fail(TVS_EIO, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
+        if (rc)
+            unlink(tmp);
+    }
+out:
+    tvs_plan_free(p);
+    tvs_txn_end(txn);
+    tvs_store_close(s);
+    return rc ? fail(rc, "materialize") : 0;
+}
+
+static int cmd_explain(int argc, char **argv)
+{
+    tvs_plan_opts po = TVS_PLAN_OPTS_INIT;
+    int urc = plan_options("explain", argc, argv, &po, NULL);
+    if (urc)
+        return urc;
+    tvs_store *s;
+    tvs_txn *txn = NULL;
+    tvs_plan *p = NULL;
+    tvs_buf b = TVS_BUF_INIT;
+    int rc = open_store(&s, 1);
+    if (rc)
+        return fail(rc, "explain");
+    if (!(rc = tvs_txn_begin(&txn, s, TVS_TXN_READ)) &&
+        !(rc = tvs_plan_build(&p, txn, argv[optind], &po)) && !(rc = tvs_plan_explain(&b, p)))
+        fwrite(b.ptr, 1, b.len, stdout);
+    tvs_buf_dispose(&b);
+    tvs_plan_free(p);
+    tvs_txn_end(txn);
+    tvs_store_close(s);
+    return rc ? fail(rc, "explain") : 0;
+}
+
 /* ------------------------------------------------------------- the table */
 
 typedef struct {
@@ -1289,6 +1486,17 @@ static const command commands[] = {
     { "export", cmd_export, "export NAME -o PATH [--threads N]",
       "Write NAME back out: one file (PATH, or PATH/<original name> if PATH is a\n"
       "folder; '-' = stdout) or a folder, byte-identical to what was imported." },
+    { "materialize", cmd_materialize,
+      "materialize EXPR -o FILE|- [--tensors RE] [--layers A-B] [--shard I/N] "
+      "[--dtype bf16|f16|f32]",
+      "Evaluate a query and write the result as one .safetensors file ('-' = stdout),\n"
+      "streaming tensor block by tensor block. EXPR: refs, numbers, +, -, *, ( ),\n"
+      "soup(m, ...), lerp(a, b, t), transfer(delta, onto=BASE),\n"
+      "dare(d, ...; drop=0.9, seed=0, lambda=1); see SPEC.md, Queries. Examples:\n"
+      "  'base-v1 + ft-math'   'base-v1 + 0.5*ft-math + 0.5*ft-code'   'ft - base'" },
+    { "explain", cmd_explain, "explain EXPR [--tensors RE] [--layers A-B] [--shard I/N] [--dtype T]",
+      "Print the plan of a query: resolved refs and ids, the operations, each output\n"
+      "tensor (copied bit-exact or computed), the output size and the memory bound." },
     { "ls", cmd_ls, "ls [PREFIX] [--json]", "List refs (optionally those starting with PREFIX)." },
     { "show", cmd_show, "show NAME [--json]",
       "Show a model: files, tensors (dtype, shape, logical and stored size, encoding)." },
@@ -1360,6 +1568,8 @@ int main(int argc, char **argv)
             return 0;
         }
         optind = 1;
+        opterr = 0;
+        g_cmd_argv = argv + i;
         return commands[c].fn(argc - i, argv + i);
     }
     fprintf(stderr, "tvs: '%s' is not a command\n", argv[i]);

@@ -58,4 +58,18 @@ int tvs_dtype_is_float(tvs_dtype t);
  */
 int tvs_dtype_nbytes(uint64_t *out, tvs_dtype t, uint64_t n);
 
+/* ---- float conversion (round to nearest, ties to even; NaN stays NaN) */
+
+/** @p n elements of @p t (BF16, F16 or F32) to f32. TVS_EINVAL for other types. */
+int tvs_dtype_to_f32(float *dst, const uint8_t *src, size_t n, tvs_dtype t);
+/** @p n f32 values to @p t (BF16, F16 or F32), round-to-nearest-even. */
+int tvs_dtype_from_f32(uint8_t *dst, const float *src, size_t n, tvs_dtype t);
+/** 1 if tvs_dtype_to_f32 / _from_f32 handle @p t. */
+int tvs_dtype_convertible(tvs_dtype t);
+
+uint16_t tvs_f32_to_bf16(float f);
+float tvs_bf16_to_f32(uint16_t h);
+uint16_t tvs_f32_to_f16(float f);
+float tvs_f16_to_f32(uint16_t h);
+
 #endif

@@ -1,0 +1,357 @@
+/*
+ * Execution (query/plan.h, tvs_plan_exec): the output is cut into blocks
+ * (a stored chunk's bytes for copied tensors, TVS_BLOCK_ELEMS elements for
+ * computed ones); a pool of threads computes blocks into reused buffers and
+ * the calling thread hands them to the sink in order. Each worker reads the
+ * store through its own read transaction, and the store's gc lock is held
+ * shared for the whole run, so nothing the plan names can be collected
+ * under it.
+ *
+ * Arithmetic is f32, in the order SPEC.md gives ("Queries", operation
+ * order): products and sums rounded one at a time (the build disables FMA
+ * contraction), results rounded to the output dtype to nearest even. The
+ * bytes are the same for any thread count.
+ */
+#include "query/plan_int.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "engine/pipe.h"
+#include "engine/tensor.h"
+#include "format/codec.h"
+#include "format/dtype.h"
+
+#define MAX_BUFS 16          /* f32 block buffers per worker: op tree depth + 2 */
+
+typedef struct {
+    tvs_txn *txn;
+    tvs_codec_ctx *ctx;
+    uint8_t *raw;            /* decoded stored bytes of a block: up to 4 chunks + 1 */
+    uint8_t *scratch;        /* chunk decode scratch */
+    float *buf[MAX_BUFS];
+    tvs_tensor_chain *chain; /* cache: the last tensor's chain */
+    tvs_id chain_id;
+    int has_chain;
+} worker;
+
+typedef struct {
+    tvs_plan *p;
+    worker *w;
+    int n_workers;
+    uint64_t first_block;
+    size_t raw_cap;
+} exec_state;
+
+size_t tvs__exec_block_bytes(const tvs_plan *p)
+{
+    int threads = p->threads > 0 ? p->threads : tvs__ncpu();
+    size_t depth = 4 * (size_t)threads + 4;
+    size_t slot = (size_t)TVS_BLOCK_ELEMS * 8;
+    size_t per_worker = 6u * TVS_CHUNK_SIZE + 2u * TVS_CHUNK_SIZE +
+                        (size_t)4 * TVS_BLOCK_ELEMS * 4;
+    return depth * slot + (size_t)threads * per_worker;
+}
+
+static unsigned width(tvs_dtype t) { return tvs_dtype_bits(t) / 8; }
+
+static int chain_of(worker *w, const tvs_id *id)
+{
+    if (w->has_chain && tvs_id_eq(&w->chain_id, id))
+        return 0;
+    w->has_chain = 0;
+    int rc = tvs_tensor_chain_load(w->chain, w->txn, id);
+    if (!rc) {
+        w->chain_id = *id;
+        w->has_chain = 1;
+    }
+    return rc;
+}
+
+/* Bytes [lo, hi) of stored tensor @p id into @p dst. */
+static int read_bytes(worker *w, uint8_t *dst, const tvs_id *id, uint64_t lo, uint64_t hi)
+{
+    int rc = chain_of(w, id);
+    if (rc)
+        return rc;
+    const tvs_tensor_obj *t = &w->chain->t[0];
+    if (hi > t->nbytes || lo > hi)
+        return tvs__fail(TVS_ECORRUPT, "query: read past the end of a tensor");
+    uint64_t cs = t->chunk_size;
+    for (uint64_t c = lo / cs; lo < hi; c++) {
+        uint64_t c0 = c * cs, c1 = TVS_MIN(c0 + cs, t->nbytes);
+        uint64_t a = TVS_MAX(lo, c0), b = TVS_MIN(hi, c1);
+        tvs_chunk_plan plan;
+        if ((rc = tvs_chunk_plan_make(&plan, w->txn, w->chain, (uint32_t)c)))
+            return rc;
+        if (a == c0 && b == c1) {       /* the whole chunk: decode in place */
+            rc = tvs_chunk_plan_decode(dst, w->scratch, &plan, w->ctx);
+        } else {
+            rc = tvs_chunk_plan_decode(w->raw, w->scratch, &plan, w->ctx);
+            if (!rc)
+                memcpy(dst, w->raw + (a - c0), (size_t)(b - a));
+        }
+        if (rc)
+            return rc;
+        dst += b - a;
+        lo = b;
+    }
+    return 0;
+}
+
+static int read_f32(worker *w, float *dst, const tvs_id *id, tvs_dtype dt, uint64_t e0,
+                    uint64_t e1, uint8_t *stage)
+{
+    unsigned wd = width(dt);
+    int rc = read_bytes(w, stage, id, e0 * wd, e1 * wd);
+    return rc ? rc : tvs_dtype_to_f32(dst, stage, (size_t)(e1 - e0), dt);
+}
+
+static inline uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static uint64_t name_hash(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;   /* FNV-1a 64 */
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
+    return h;
+}
+
+/* Evaluate op @p o over elements [e0, e1) of tensor @p t into @p dst. */
+static int eval(worker *w, const tvs_plan *p, const qtensor *t, const qop *o, uint64_t e0,
+                uint64_t e1, float *dst, int depth, uint8_t *stage)
+{
+    size_t n = (size_t)(e1 - e0);
+    int rc = 0;
+    if (depth + 1 >= MAX_BUFS)
+        return tvs__fail(TVS_EINVAL, "query: expression nested deeper than %d", MAX_BUFS - 2);
+    float *tmp = w->buf[depth + 1];
+    switch (o->op) {
+    case OP_SCALAR:
+        return tvs__fail(TVS_EINVAL, "query: a bare number cannot be evaluated as a tensor");
+    case OP_FULL:
+        return read_f32(w, dst, &t->leaf_t[o->leaf], t->leaf_dt[o->leaf], e0, e1, stage);
+    case OP_DELTA: {
+        tvs_tensor_obj bt;
+        if ((rc = read_f32(w, dst, &t->leaf_t[o->leaf], t->leaf_dt[o->leaf], e0, e1, stage)))
+            return rc;
+        if ((rc = tvs_tensor_load(&bt, w->txn, &t->leaf_b[o->leaf])) ||
+            (rc = read_f32(w, tmp, &t->leaf_b[o->leaf], bt.dtype, e0, e1, stage)))
+            return rc;
+        for (size_t i = 0; i < n; i++)
+            dst[i] = dst[i] - tmp[i];
+        return 0;
+    }
+    case OP_LIN:
+        if ((rc = eval(w, p, t, o->kids[0], e0, e1, dst, depth + 1, stage)))
+            return rc;
+        if (o->w[0] != 1.0) {
+            float w0 = (float)o->w[0];
+            for (size_t i = 0; i < n; i++)
+                dst[i] = w0 * dst[i];
+        }
+        for (size_t k = 1; k < o->n; k++) {
+            if ((rc = eval(w, p, t, o->kids[k], e0, e1, tmp, depth + 1, stage)))
+                return rc;
+            float wk = (float)o->w[k];
+            if (wk == 1.0f)
+                for (size_t i = 0; i < n; i++)
+                    dst[i] = dst[i] + tmp[i];
+            else
+                for (size_t i = 0; i < n; i++)
+                    dst[i] = dst[i] + wk * tmp[i];
+        }
+        return 0;
+    case OP_DARE: {
+        float scale = (float)(1.0 / (1.0 - o->drop)), lambda = (float)o->lambda;
+        uint64_t thr = (uint64_t)(o->drop * 9007199254740992.0);   /* drop * 2^53 */
+        uint64_t nh = name_hash(t->name);
+        for (size_t i = 0; i < n; i++)
+            dst[i] = 0.0f;
+        for (size_t k = 0; k < o->n; k++) {
+            if ((rc = eval(w, p, t, o->kids[k], e0, e1, tmp, depth + 1, stage)))
+                return rc;
+            uint64_t key = splitmix64(splitmix64(o->seed ^ (k + 1) * 0xd1b54a32d192ed03ull) ^ nh);
+            for (size_t i = 0; i < n; i++) {
+                uint64_t r = splitmix64(key + e0 + i) >> 11;   /* uniform in [0, 2^53) */
+                float v = r >= thr ? tmp[i] * scale : 0.0f;
+                dst[i] = dst[i] + v;
+            }
+        }
+        if (lambda != 1.0f)
+            for (size_t i = 0; i < n; i++)
+                dst[i] = lambda * dst[i];
+        return 0;
+    }
+    }
+    return tvs__fail(TVS_EINVAL, "query: unknown op");
+}
+
+/* The tensor that block @p b (global index) belongs to. */
+static size_t tensor_of(const tvs_plan *p, uint64_t b)
+{
+    size_t lo = 0, hi = p->n_tensors;
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (p->tensors[mid].first_block <= b)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Output bytes of block k of tensor t, relative to the tensor's start. */
+static void block_range(const qtensor *t, uint64_t k, uint64_t *lo, uint64_t *hi)
+{
+    uint64_t bb;
+    if (t->src == SRC_COPY && t->dtype == t->src_dtype)
+        bb = TVS_CHUNK_SIZE;
+    else
+        bb = (uint64_t)TVS_BLOCK_ELEMS * width(t->dtype);
+    *lo = k * bb;
+    *hi = TVS_MIN(*lo + bb, t->nbytes);
+}
+
+static int run_block(void *payload, int wi, size_t job, uint8_t *slot, size_t cap,
+                     size_t *len)
+{
+    exec_state *e = payload;
+    const tvs_plan *p = e->p;
+    worker *w = &e->w[wi];
+    uint64_t b = e->first_block + job;
+    const qtensor *t = &p->tensors[tensor_of(p, b)];
+    uint64_t k = b - t->first_block, lo, hi;
+    block_range(t, k, &lo, &hi);
+    *len = (size_t)(hi - lo);
+    if (*len > cap)
+        return tvs__fail(TVS_ERROR, "query: block of %zu bytes over the %zu-byte slot", *len,
+                         cap);
+    int rc;
+    if (t->src == SRC_COPY && t->dtype == t->src_dtype) {
+        rc = read_bytes(w, slot, &t->copy, lo, hi);
+    } else {
+        unsigned ow = width(t->dtype);
+        uint64_t e0 = lo / ow, e1 = hi / ow;
+        float *acc = w->buf[0];
+        if (t->src == SRC_COPY)
+            rc = read_f32(w, acc, &t->copy, t->src_dtype, e0, e1, w->raw + 4 * TVS_CHUNK_SIZE);
+        else
+            rc = eval(w, p, t, p->root, e0, e1, acc, 0, w->raw + 4 * TVS_CHUNK_SIZE);
+        if (!rc)
+            rc = tvs_dtype_from_f32(slot, acc, (size_t)(e1 - e0), t->dtype);
+    }
+    return rc ? tvs__failctx(rc, "tensor \"%s\"", t->name) : 0;
+}
+
+static void workers_free(exec_state *e)
+{
+    for (int i = 0; e->w && i < e->n_workers; i++) {
+        worker *w = &e->w[i];
+        tvs_txn_end(w->txn);
+        tvs_codec_ctx_free(w->ctx);
+        tvs_free(w->raw);
+        tvs_free(w->scratch);
+        tvs_free(w->chain);
+        for (int k = 0; k < MAX_BUFS; k++)
+            tvs_free(w->buf[k]);
+    }
+    tvs_free(e->w);
+}
+
+static int workers_new(exec_state *e, tvs_store *s, int n)
+{
+    if (!(e->w = tvs_calloc((size_t)n, sizeof *e->w)))
+        return tvs__fail(TVS_ENOMEM, "query: out of memory");
+    e->n_workers = n;
+    for (int i = 0; i < n; i++) {
+        worker *w = &e->w[i];
+        int rc = tvs_txn_begin(&w->txn, s, TVS_TXN_READ);
+        if (!rc)
+            rc = tvs_codec_ctx_new(&w->ctx, TVS_CHUNK_SIZE);
+        if (rc)
+            return rc;
+        /* raw: a partial chunk; stage (at +4 chunks): a block of up to 8-byte elements */
+        w->raw = tvs_malloc(4u * TVS_CHUNK_SIZE + (size_t)TVS_BLOCK_ELEMS * 8);
+        w->scratch = tvs_malloc(TVS_CHUNK_SIZE);
+        w->chain = tvs_malloc(sizeof *w->chain);
+        if (!w->raw || !w->scratch || !w->chain)
+            return tvs__fail(TVS_ENOMEM, "query: out of memory");
+        for (int k = 0; k < MAX_BUFS; k++)
+            if (!(w->buf[k] = tvs_malloc((size_t)TVS_BLOCK_ELEMS * sizeof(float))))
+                return tvs__fail(TVS_ENOMEM, "query: out of memory");
+    }
+    return 0;
+}
+
+int tvs_plan_exec(tvs_plan *p, uint64_t off, uint64_t len, tvs_sink_fn sink, void *payload)
+{
+    uint64_t end = len == UINT64_MAX || off + len > p->size ? p->size : off + len;
+    int rc = 0;
+    if (off > p->size)
+        return tvs__fail(TVS_EINVAL, "query: range starts at %llu, past the end (%llu)",
+                         (unsigned long long)off, (unsigned long long)p->size);
+    if (off < p->header_len && off < end) {
+        uint64_t h1 = TVS_MIN(end, (uint64_t)p->header_len);
+        if ((rc = sink(payload, p->header + off, (size_t)(h1 - off))))
+            return rc;
+    }
+    if (end <= p->header_len || p->n_tensors == 0)
+        return 0;
+    /* the blocks overlapping [max(off, header), end) */
+    uint64_t a = TVS_MAX(off, (uint64_t)p->header_len);
+    uint64_t b0 = UINT64_MAX, b1 = 0;
+    for (size_t i = 0; i < p->n_tensors; i++) {
+        const qtensor *t = &p->tensors[i];
+        if (t->offset + t->nbytes <= a || t->offset >= end || t->nbytes == 0)
+            continue;
+        uint64_t lo, hi;
+        block_range(t, 0, &lo, &hi);
+        uint64_t bb = hi - lo;
+        uint64_t k0 = (TVS_MAX(a, t->offset) - t->offset) / bb;
+        uint64_t k1 = (TVS_MIN(end, t->offset + t->nbytes) - t->offset - 1) / bb;
+        b0 = TVS_MIN(b0, t->first_block + k0);
+        b1 = TVS_MAX(b1, t->first_block + k1 + 1);
+    }
+    if (b0 == UINT64_MAX)
+        return 0;
+    exec_state e = { p, NULL, 0, b0, 0 };
+    int threads = p->threads > 0 ? p->threads : tvs__ncpu();
+    tvs__pipe *pipe = NULL;
+    tvs_store *s = p->store;
+    int locked = 0;
+    if ((rc = tvs_store_lock(s, 0, 1)))
+        return rc;
+    locked = 1;
+    if ((rc = workers_new(&e, s, threads)))
+        goto out;
+    if ((rc = tvs__pipe_start(&pipe, threads, (size_t)(b1 - b0), 4 * (size_t)threads + 4,
+                              (size_t)TVS_BLOCK_ELEMS * 8, run_block, &e)))
+        goto out;
+    for (uint64_t i = b0; i < b1; i++) {
+        size_t job, n;
+        uint8_t *data;
+        if ((rc = tvs__pipe_next(pipe, &job, &data, &n)))
+            break;
+        const qtensor *t = &p->tensors[tensor_of(p, b0 + job)];
+        uint64_t lo, hi;
+        block_range(t, b0 + job - t->first_block, &lo, &hi);
+        uint64_t s0 = t->offset + lo, s1 = t->offset + hi;   /* file bytes of this block */
+        uint64_t c0 = TVS_MAX(s0, a), c1 = TVS_MIN(s1, end);
+        if (c0 < c1 && (rc = sink(payload, data + (c0 - s0), (size_t)(c1 - c0))))
+            break;
+    }
+out:
+    tvs__pipe_stop(pipe);
+    workers_free(&e);
+    if (locked)
+        tvs_store_unlock(s);
+    return rc;
+}
