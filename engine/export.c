@@ -272,6 +272,24 @@ int tvs_model_logical_size(uint64_t *out, tvs_txn *txn, const tvs_model_obj *m)
     return 0;
 }
 
+/* A stored file name stays inside the export folder: relative, no empty,
+ * "." or ".." component, no NUL. ("notes..v2.txt" is fine.) */
+static int safe_name(tvs_span name)
+{
+    if (name.len == 0 || name.ptr[0] == '/' || memchr(name.ptr, 0, name.len))
+        return 0;
+    for (size_t i = 0; i <= name.len;) {
+        size_t j = i;
+        while (j < name.len && name.ptr[j] != '/')
+            j++;
+        size_t n = j - i;
+        if (n == 0 || (n <= 2 && memcmp(name.ptr + i, "..", n) == 0))
+            return 0;
+        i = j + 1;
+    }
+    return 1;
+}
+
 int tvs_export(tvs_store *s, const char *spec, const char *path, const tvs_export_opts *o)
 {
     static const tvs_export_opts defaults = TVS_EXPORT_OPTS_INIT;
@@ -323,7 +341,7 @@ int tvs_export(tvs_store *s, const char *spec, const char *path, const tvs_expor
         const tvs_model_file *f = &m.files[i];
         snprintf(full, sizeof full, "%s/%.*s", path, (int)f->name.len,
                  (const char *)f->name.ptr);
-        if (memmem(f->name.ptr, f->name.len, "..", 2) || f->name.ptr[0] == '/') {
+        if (!safe_name(f->name)) {
             rc = tvs__fail(TVS_ECORRUPT, "stored file name '%s' leaves the folder", full);
             break;
         }

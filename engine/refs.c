@@ -35,8 +35,18 @@ int tvs_ref_check_name(const char *name)
     return 0;
 }
 
+/* No ref can have this name: LMDB would refuse the key, and reflog keys
+ * have room for TVS_REF_MAX bytes of name. */
+static int impossible_name(const char *name)
+{
+    size_t n = strlen(name);
+    return n == 0 || n > TVS_REF_MAX;
+}
+
 int tvs_ref_get(tvs_id *out, tvs_txn *t, const char *name)
 {
+    if (impossible_name(name))
+        return tvs__fail(TVS_ENOTFOUND, "no ref named '%s'", name);
     MDB_val k = { strlen(name), (void *)name }, v;
     int mrc = mdb_get(t->txn, t->s->refs, &k, &v);
     if (mrc == MDB_NOTFOUND)
@@ -129,6 +139,8 @@ int tvs_ref_set(tvs_txn *t, const char *name, const tvs_id *id, const tvs_id *ex
 
 int tvs_ref_del(tvs_txn *t, const char *name)
 {
+    if (impossible_name(name))
+        return tvs__fail(TVS_ENOTFOUND, "no ref named '%s'", name);
     MDB_val k = { strlen(name), (void *)name };
     int mrc = mdb_del(t->txn, t->s->refs, &k, NULL);
     if (mrc == MDB_NOTFOUND)
@@ -187,6 +199,8 @@ int tvs_ref_foreach(tvs_txn *t, const char *prefix,
 int tvs_reflog_foreach(tvs_txn *t, const char *name,
                        int (*cb)(const tvs_reflog_entry *, void *), void *payload)
 {
+    if (impossible_name(name))
+        return 0;
     uint64_t seq;
     int rc = last_seq(&seq, t, name);
     for (; !rc && seq > 0; seq--) {
