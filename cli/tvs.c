@@ -332,7 +332,14 @@ static int cmd_backup(int argc, char **argv)
         switch (c) {
         case 'a': as = optarg; break;
         case 'b': o.base = optarg; break;
-        case 'c': o.max_chain = atoi(optarg); break;
+        case 'c': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (!*optarg || *end || v < 1 || v > 15)
+                return usage_error("backup", "--max-chain must be 1 to 15");
+            o.max_chain = (int)v;
+            break;
+        }
         case 't': o.import.threads = atoi(optarg); break;
         default: return usage_error("backup", "unknown option");
         }
@@ -797,14 +804,10 @@ static int attribute(graph *g)
     tvs_id *ids = calloc(g->n + 1, sizeof *ids);
     uint64_t *added = calloc(g->n + 1, sizeof *added);
     int rc = (!order || !ids || !added) ? tvs__fail(TVS_ENOMEM, "out of memory") : 0;
-    for (size_t i = 0; !rc && i < g->n; i++) {
-        size_t k = i;
-        while (k > 0 && g->v[order[k - 1]].time > g->v[i].time) {
-            order[k] = order[k - 1];
-            k--;
-        }
-        order[k] = i;
-    }
+    for (size_t i = 0; !rc && i < g->n; i++)
+        ids[i] = g->v[i].id;
+    if (!rc)
+        rc = tvs_models_order(order, g->txn, ids, g->n);
     for (size_t i = 0; !rc && i < g->n; i++)
         ids[i] = g->v[order[i]].id;
     if (!rc)
@@ -1308,7 +1311,9 @@ static int cmd_stats(int argc, char **argv)
             const tvs_stats_model *m = &st.refs[i];
             char base[64] = "-";
             if (m->kind == TVS_MODEL_DELTA) {
-                snprintf(base, sizeof base, "%.12s", "?");
+                char bh[TVS_ID_HEX + 1];
+                tvs_id_hex(bh, &m->base);
+                snprintf(base, sizeof base, "%.12s", bh);
                 for (size_t j = 0; j < st.n_refs; j++)
                     if (tvs_id_eq(&st.refs[j].id, &m->base)) {
                         snprintf(base, sizeof base, "%s", st.refs[j].name);

@@ -156,6 +156,15 @@ static int unindex(tvs_txn *txn, const tvs_id *id)
     return rc;
 }
 
+static int reindex(const tvs_id *id, tvs_span b, void *p)
+{
+    tvs_txn *txn = p;
+    tvs_tensor_obj t;
+    if (b.len == 0 || b.ptr[0] != TVS_OBJ_TENSOR || tvs_tensor_decode(&t, b))
+        return 0;
+    return tvs_sums_put(txn, &t.checksum, id);
+}
+
 static int gc_txn(tvs_txn *txn, void *p)
 {
     gc_state *g = p;
@@ -171,6 +180,11 @@ static int gc_txn(tvs_txn *txn, void *p)
             break;
         rc = tvs_obj_del(txn, &g->dead[i]);
     }
+    /* a checksum whose entry named a swept tensor may still be held by a
+     * surviving one (a full tensor and a delta tensor of the same bytes):
+     * point the entry at a survivor so imports keep deduplicating */
+    if (!rc && !g->dry && g->n_dead)
+        rc = tvs_obj_foreach(txn, reindex, txn);
     return rc;
 }
 

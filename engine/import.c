@@ -38,7 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BATCH_BYTES (256u << 20)   /* stored bytes per chunk transaction */
+#define BATCH_BYTES (64u << 20)    /* stored bytes per chunk transaction */
 #define MAX_DEPTH 16               /* folder nesting */
 #define CH TVS_CHUNK_SIZE
 
@@ -62,6 +62,7 @@ typedef struct {
     uint8_t *ids;
     tvs_id id;                 /* its id; for REUSE, the reused tensor */
     int mode, verify;
+    int no_reuse;              /* reuse was refused (too deep a chain) */
     const char *name;
     size_t file;
     uint64_t off;              /* file offset of the bytes (files on disk) */
@@ -501,7 +502,9 @@ static int decide(imp *m, int max_chain, size_t *matched)
         *matched += layout;
         tvs_id cand;
         tb->mode = MODE_FULL;
-        if (layout && tvs_id_eq(&bt.checksum, &tb->t.checksum)) {
+        if (tb->no_reuse) {
+            /* decided already that reuse would be too deep */
+        } else if (layout && tvs_id_eq(&bt.checksum, &tb->t.checksum)) {
             tb->mode = MODE_REUSE;
             tb->id = be->id;
         } else if (tvs_sums_get(&cand, m->rtxn, &tb->t.checksum) == 0 &&
@@ -533,8 +536,18 @@ static int decide(imp *m, int max_chain, size_t *matched)
         if (tb->mode == MODE_REUSE) {
             /* an identical object needs no check; equal checksums get one */
             tb->verify = !(tb->src && tvs_id_eq(&tb->id, &tb->src->id[0]));
-            if (tb->verify && (rc = load_chain(&tb->other, m->rtxn, &tb->id)))
+            if ((rc = load_chain(&tb->other, m->rtxn, &tb->id)))
                 return rc;
+            int own = tb->src && tvs_id_eq(&tb->id, &tb->src->id[0]);
+            if (!own && (int)tb->other->depth - 1 > max_chain) {
+                /* reusing it would make this model deeper than allowed */
+                tb->mode = MODE_FULL;
+                tb->verify = 0;
+                tb->no_reuse = 1;
+                *matched -= layout;
+                i--;   /* decide again, without reuse */
+                continue;
+            }
         }
     }
     return rc;

@@ -67,6 +67,12 @@ int tvs_stats_get(tvs_stats *out, tvs_store *s);
  * i adds on top of models 0..i-1. The sum is the bytes all of them reach.
  */
 int tvs_attribute_bytes(uint64_t *added, tvs_txn *txn, const tvs_id *models, size_t n);
+
+/**
+ * Order @p n models for attribution: every model after its base and parents
+ * (those among the @p n), otherwise oldest first. @p order gets indexes.
+ */
+int tvs_models_order(size_t *order, tvs_txn *txn, const tvs_id *models, size_t n);
 void tvs_stats_dispose(tvs_stats *st);
 
 /* ---- shared graph walk (engine-internal, used by the three above) */

@@ -91,7 +91,7 @@ int tvs_stats_get(tvs_stats *st, tvs_store *store)
         rc = tvs__walk(s.txn, &st->refs[i].id, &s.all, sum_fn, &s);
         st->reachable += s.acc;
     }
-    /* attribute bytes to models oldest first: what each one added */
+    /* attribute bytes to models, each after its base and parents: what each added */
     size_t *order = NULL;
     tvs_id *ids = NULL;
     uint64_t *added = NULL;
@@ -101,14 +101,10 @@ int tvs_stats_get(tvs_stats *st, tvs_store *store)
         added = tvs_calloc(st->n_refs, sizeof *added);
         if (!order || !ids || !added)
             rc = tvs__fail(TVS_ENOMEM, "out of memory");
-        for (size_t i = 0; !rc && i < st->n_refs; i++) {
-            size_t k = i;   /* insertion sort by time, stable */
-            while (k > 0 && st->refs[order[k - 1]].time > st->refs[i].time) {
-                order[k] = order[k - 1];
-                k--;
-            }
-            order[k] = i;
-        }
+        for (size_t i = 0; !rc && i < st->n_refs; i++)
+            ids[i] = st->refs[i].id;
+        if (!rc)
+            rc = tvs_models_order(order, s.txn, ids, st->n_refs);
         for (size_t i = 0; !rc && i < st->n_refs; i++)
             ids[i] = st->refs[order[i]].id;
         if (!rc)
@@ -150,5 +146,51 @@ int tvs_attribute_bytes(uint64_t *added, tvs_txn *txn, const tvs_id *models, siz
         added[i] = s.acc;
     }
     tvs__idset_dispose(&s.seen);
+    return rc;
+}
+
+int tvs_models_order(size_t *order, tvs_txn *txn, const tvs_id *ids, size_t n)
+{
+    int64_t *time = tvs_calloc(n + 1, sizeof *time);
+    char *placed = tvs_calloc(n + 1, 1);
+    size_t *ups = tvs_calloc(n * 9 + 1, sizeof *ups), *n_ups = tvs_calloc(n + 1, sizeof *n_ups);
+    int rc = (!time || !placed || !ups || !n_ups) ? tvs__fail(TVS_ENOMEM, "out of memory") : 0;
+    /* up to 8 ups (base, parents) per model that are among the n */
+    for (size_t i = 0; !rc && i < n; i++) {
+        tvs_model_obj m;
+        if ((rc = tvs_model_load(&m, txn, &ids[i])))
+            break;
+        time[i] = m.time;
+        for (size_t j = 0; j < n; j++) {
+            int up = m.kind == TVS_MODEL_DELTA && tvs_id_eq(&m.base, &ids[j]);
+            for (size_t k = 0; k < m.n_parents; k++)
+                up |= tvs_id_eq(&m.parents[k], &ids[j]);
+            if (up && j != i && n_ups[i] < 8)
+                ups[i * 9 + n_ups[i]++] = j;
+        }
+        tvs_model_dispose(&m);
+    }
+    for (size_t k = 0; !rc && k < n; k++) {
+        size_t pick = n;
+        for (size_t i = 0; i < n; i++) {
+            if (placed[i])
+                continue;
+            int ready = 1;
+            for (size_t u = 0; u < n_ups[i]; u++)
+                ready &= placed[ups[i * 9 + u]];
+            if (ready && (pick == n || time[i] < time[pick]))
+                pick = i;
+        }
+        if (pick == n)   /* a cycle cannot happen with content ids; be safe */
+            for (size_t i = 0; i < n && pick == n; i++)
+                if (!placed[i])
+                    pick = i;
+        placed[pick] = 1;
+        order[k] = pick;
+    }
+    tvs_free(time);
+    tvs_free(placed);
+    tvs_free(ups);
+    tvs_free(n_ups);
     return rc;
 }

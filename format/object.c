@@ -52,6 +52,8 @@ int tvs_tensor_encode(tvs_buf *b, const tvs_tensor_obj *t)
     int rc = 0;
     if (t->rank > TVS_ST_MAX_RANK)
         return tvs__fail(TVS_EINVAL, "tensor rank %u is over %d", t->rank, TVS_ST_MAX_RANK);
+    if (t->chunk_size == 0 || t->chunk_size > (64u << 20))
+        return tvs__fail(TVS_EINVAL, "tensor chunk size %u is out of range", t->chunk_size);
     if (tvs_chunks_for(t->nbytes, t->chunk_size) != t->n_chunks)
         return tvs__fail(TVS_EINVAL, "tensor of %llu bytes needs %llu chunks, has %u",
                          (unsigned long long)t->nbytes,
