@@ -34,6 +34,7 @@ typedef struct {
     tvs_tensor_chain *chain; /* cache: the last tensor's chain */
     tvs_id chain_id;
     int has_chain;
+    uint32_t *hist;          /* 2 x 65536 counters for threshold selection */
 } worker;
 
 typedef struct {
@@ -41,7 +42,8 @@ typedef struct {
     worker *w;
     int n_workers;
     uint64_t first_block;
-    size_t raw_cap;
+    size_t *prep;             /* tensors whose thresholds the prepare phase computes */
+    size_t n_prep;
 } exec_state;
 
 size_t tvs__exec_block_bytes(const tvs_plan *p)
@@ -124,6 +126,9 @@ static uint64_t name_hash(const char *s)
     return h;
 }
 
+static int eval_select(worker *w, const tvs_plan *p, const qtensor *t, const qop *o,
+                       uint64_t e0, uint64_t e1, float *dst, int depth, uint8_t *stage);
+
 /* Evaluate op @p o over elements [e0, e1) of tensor @p t into @p dst. */
 static int eval(worker *w, const tvs_plan *p, const qtensor *t, const qop *o, uint64_t e0,
                 uint64_t e1, float *dst, int depth, uint8_t *stage)
@@ -190,8 +195,221 @@ static int eval(worker *w, const tvs_plan *p, const qtensor *t, const qop *o, ui
                 dst[i] = lambda * dst[i];
         return 0;
     }
+    case OP_TIES:
+    case OP_CRUMBS:
+        return eval_select(w, p, t, o, e0, e1, dst, depth, stage);
     }
     return tvs__fail(TVS_EINVAL, "query: unknown op");
+}
+
+static inline uint32_t mag_bits(float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    return u & 0x7fffffffu;
+}
+
+/* TIES and breadcrumbs over one block, thresholds already in t->thr. */
+static int eval_select(worker *w, const tvs_plan *p, const qtensor *t, const qop *o,
+                       uint64_t e0, uint64_t e1, float *dst, int depth, uint8_t *stage)
+{
+    size_t n = (size_t)(e1 - e0);
+    float lambda = (float)o->lambda;
+    if (!t->thr)
+        return tvs__fail(TVS_ERROR, "query: thresholds of \"%s\" were not computed", t->name);
+    const float *thr = t->thr + o->sel;
+    if (o->op == OP_CRUMBS) {
+        float *tmp = w->buf[depth + 1];
+        for (size_t i = 0; i < n; i++)
+            dst[i] = 0.0f;
+        for (size_t k = 0; k < o->n; k++) {
+            int rc = eval(w, p, t, o->kids[k], e0, e1, tmp, depth + 1, stage);
+            if (rc)
+                return rc;
+            uint32_t lo, hi;
+            memcpy(&lo, &thr[2 * k], 4);
+            memcpy(&hi, &thr[2 * k + 1], 4);
+            for (size_t i = 0; i < n; i++) {
+                uint32_t a = mag_bits(tmp[i]);
+                float v = (a >= lo && a <= hi) ? tmp[i] : 0.0f;
+                dst[i] = dst[i] + v;
+            }
+        }
+    } else {
+        /* TIES: every trimmed delta of the block at once */
+        if (depth + 1 + (int)o->n >= MAX_BUFS)
+            return tvs__fail(TVS_EINVAL, "query: ties() of %zu deltas is over the limit of %d",
+                             o->n, MAX_BUFS - 2 - depth);
+        for (size_t k = 0; k < o->n; k++) {
+            float *v = w->buf[depth + 1 + k];
+            int rc = eval(w, p, t, o->kids[k], e0, e1, v, depth + 1 + (int)o->n, stage);
+            if (rc)
+                return rc;
+            uint32_t lo;
+            memcpy(&lo, &thr[2 * k], 4);
+            for (size_t i = 0; i < n; i++)
+                if (mag_bits(v[i]) < lo)
+                    v[i] = 0.0f;
+        }
+        for (size_t i = 0; i < n; i++) {
+            float sum = 0.0f, kept = 0.0f, cnt = 0.0f;
+            for (size_t k = 0; k < o->n; k++)
+                sum = sum + w->buf[depth + 1 + k][i];
+            for (size_t k = 0; k < o->n; k++) {
+                float v = w->buf[depth + 1 + k][i];
+                if ((sum > 0.0f && v > 0.0f) || (sum < 0.0f && v < 0.0f)) {
+                    kept = kept + v;
+                    cnt = cnt + 1.0f;
+                }
+            }
+            dst[i] = cnt > 0.0f ? kept / cnt : 0.0f;
+        }
+    }
+    if (lambda != 1.0f)
+        for (size_t i = 0; i < n; i++)
+            dst[i] = lambda * dst[i];
+    return 0;
+}
+
+/* ---- thresholds: exact order statistics of |delta| by a two-pass radix select */
+
+typedef struct {
+    uint64_t rank;      /* 1-based rank among all elements, ascending; 0 = none */
+    uint32_t value;     /* the result: magnitude bits */
+    uint32_t bin;       /* pass 1 result: the high 16 bits */
+    uint64_t below;     /* elements in lower bins */
+} selection;
+
+static int select_pass(worker *w, const tvs_plan *p, const qtensor *t, const qop *kid,
+                       selection *sel, size_t n_sel, int pass, uint32_t *hist)
+{
+    int rc = 0;
+    for (size_t s = 0; s < n_sel; s++)
+        memset(hist + s * 65536, 0, 65536 * sizeof *hist);
+    float *v = w->buf[0];   /* the prepare phase runs before any block: buf[0] is free */
+    for (uint64_t e0 = 0; !rc && e0 < t->n_elems; e0 += TVS_BLOCK_ELEMS) {
+        uint64_t e1 = TVS_MIN(e0 + TVS_BLOCK_ELEMS, t->n_elems);
+        if ((rc = eval(w, p, t, kid, e0, e1, v, 0, w->raw + 4 * TVS_CHUNK_SIZE)))
+            break;
+        for (size_t i = 0; i < e1 - e0; i++) {
+            uint32_t a = mag_bits(v[i]);
+            if (pass == 1) {
+                hist[a >> 16]++;
+            } else {
+                for (size_t s = 0; s < n_sel; s++)
+                    if (sel[s].rank && (a >> 16) == sel[s].bin)
+                        hist[s * 65536 + (a & 0xffff)]++;
+            }
+        }
+    }
+    if (rc)
+        return rc;
+    for (size_t s = 0; s < n_sel; s++) {
+        if (!sel[s].rank)
+            continue;
+        uint64_t c = pass == 1 ? 0 : sel[s].below;
+        const uint32_t *h = pass == 1 ? hist : hist + s * 65536;
+        for (uint32_t b = 0; b < 65536; b++) {
+            if (c + h[b] >= sel[s].rank) {
+                if (pass == 1) {
+                    sel[s].bin = b;
+                    sel[s].below = c;
+                } else {
+                    sel[s].value = sel[s].bin << 16 | b;
+                }
+                break;
+            }
+            c += h[b];
+        }
+    }
+    return 0;
+}
+
+static void put_bits(float *dst, uint32_t bits) { memcpy(dst, &bits, 4); }
+
+static int prepare_op(worker *w, const tvs_plan *p, qtensor *t, const qop *o, uint32_t *hist)
+{
+    for (size_t k = 0; o->op >= OP_LIN && k < o->n; k++) {
+        int rc = prepare_op(w, p, t, o->kids[k], hist);
+        if (rc)
+            return rc;
+    }
+    if (o->op != OP_TIES && o->op != OP_CRUMBS)
+        return 0;
+    uint64_t N = t->n_elems;
+    for (size_t k = 0; k < o->n; k++) {
+        selection sel[2] = { { 0 }, { 0 } };
+        if (o->op == OP_TIES) {
+            uint64_t m = (uint64_t)floor(o->drop * (double)N);
+            sel[0].rank = m ? N - m + 1 : 0;    /* the m-th largest */
+        } else {
+            uint64_t mb = (uint64_t)floor(o->bottom * (double)N);
+            uint64_t mt = (uint64_t)floor(o->top * (double)N);
+            sel[0].rank = mb < N ? mb + 1 : 0;
+            sel[1].rank = mt ? (N > mt ? N - mt : 0) : 0;
+        }
+        int rc = select_pass(w, p, t, o->kids[k], sel, 2, 1, hist);
+        if (!rc)
+            rc = select_pass(w, p, t, o->kids[k], sel, 2, 2, hist);
+        if (rc)
+            return rc;
+        float *thr = t->thr + o->sel + 2 * k;
+        /* no element reaches 0xffffffff: "keep none"; 0x7fffffff: "no upper cut" */
+        put_bits(&thr[0], sel[0].rank ? sel[0].value : 0xffffffffu);
+        if (o->op == OP_CRUMBS) {
+            uint64_t mt = (uint64_t)floor(o->top * (double)N);
+            put_bits(&thr[1], mt == 0 ? 0x7fffffffu : sel[1].rank ? sel[1].value : 0u);
+        }
+    }
+    return 0;
+}
+
+static int prepare_tensor(void *payload, int wi, size_t job, uint8_t *slot, size_t cap,
+                          size_t *len)
+{
+    exec_state *e = payload;
+    qtensor *t = &e->p->tensors[e->prep[job]];
+    *len = 0;
+    int rc = prepare_op(&e->w[wi], e->p, t, e->p->root, e->w[wi].hist);
+    return rc ? tvs__failctx(rc, "tensor \"%s\"", t->name) : 0;
+}
+
+/* Thresholds for every computed tensor in [b0, b1) that needs them, in parallel. */
+static int prepare(exec_state *e, uint64_t b0, uint64_t b1, int threads)
+{
+    tvs_plan *p = e->p;
+    if (!p->n_sel)
+        return 0;
+    e->prep = tvs_calloc(p->n_tensors + 1, sizeof *e->prep);
+    if (!e->prep)
+        return tvs__fail(TVS_ENOMEM, "query: out of memory");
+    for (size_t i = 0; i < p->n_tensors; i++) {
+        qtensor *t = &p->tensors[i];
+        if (t->src != SRC_EVAL || t->thr || !t->n_blocks || t->first_block >= b1 ||
+            t->first_block + t->n_blocks <= b0)
+            continue;
+        if (!(t->thr = tvs_calloc(p->sel_slots, sizeof *t->thr)))
+            return tvs__fail(TVS_ENOMEM, "query: out of memory");
+        e->prep[e->n_prep++] = i;
+    }
+    if (!e->n_prep)
+        return 0;
+    tvs__pipe *pipe;
+    int rc = tvs__pipe_start(&pipe, threads, e->n_prep, 2 * (size_t)threads, 1,
+                             prepare_tensor, e);
+    for (size_t i = 0; !rc && i < e->n_prep; i++) {
+        size_t job, n;
+        uint8_t *data;
+        rc = tvs__pipe_next(pipe, &job, &data, &n);
+    }
+    if (pipe)
+        tvs__pipe_stop(pipe);
+    if (rc)   /* half-computed thresholds must not be used by a later run */
+        for (size_t i = 0; i < e->n_prep; i++) {
+            tvs_free(p->tensors[e->prep[i]].thr);
+            p->tensors[e->prep[i]].thr = NULL;
+        }
+    return rc;
 }
 
 /* The tensor that block @p b (global index) belongs to. */
@@ -260,6 +478,7 @@ static void workers_free(exec_state *e)
         tvs_free(w->raw);
         tvs_free(w->scratch);
         tvs_free(w->chain);
+        tvs_free(w->hist);
         for (int k = 0; k < MAX_BUFS; k++)
             tvs_free(w->buf[k]);
     }
@@ -282,7 +501,8 @@ static int workers_new(exec_state *e, tvs_store *s, int n)
         w->raw = tvs_malloc(4u * TVS_CHUNK_SIZE + (size_t)TVS_BLOCK_ELEMS * 8);
         w->scratch = tvs_malloc(TVS_CHUNK_SIZE);
         w->chain = tvs_malloc(sizeof *w->chain);
-        if (!w->raw || !w->scratch || !w->chain)
+        w->hist = tvs_malloc(2 * 65536 * sizeof *w->hist);
+        if (!w->raw || !w->scratch || !w->chain || !w->hist)
             return tvs__fail(TVS_ENOMEM, "query: out of memory");
         for (int k = 0; k < MAX_BUFS; k++)
             if (!(w->buf[k] = tvs_malloc((size_t)TVS_BLOCK_ELEMS * sizeof(float))))
@@ -322,7 +542,7 @@ int tvs_plan_exec(tvs_plan *p, uint64_t off, uint64_t len, tvs_sink_fn sink, voi
     }
     if (b0 == UINT64_MAX)
         return 0;
-    exec_state e = { p, NULL, 0, b0, 0 };
+    exec_state e = { p, NULL, 0, b0, NULL, 0 };
     int threads = p->threads > 0 ? p->threads : tvs__ncpu();
     tvs__pipe *pipe = NULL;
     tvs_store *s = p->store;
@@ -330,7 +550,7 @@ int tvs_plan_exec(tvs_plan *p, uint64_t off, uint64_t len, tvs_sink_fn sink, voi
     if ((rc = tvs_store_lock(s, 0, 1)))
         return rc;
     locked = 1;
-    if ((rc = workers_new(&e, s, threads)))
+    if ((rc = workers_new(&e, s, threads)) || (rc = prepare(&e, b0, b1, threads)))
         goto out;
     if ((rc = tvs__pipe_start(&pipe, threads, (size_t)(b1 - b0), 4 * (size_t)threads + 4,
                               (size_t)TVS_BLOCK_ELEMS * 8, run_block, &e)))
@@ -351,6 +571,7 @@ int tvs_plan_exec(tvs_plan *p, uint64_t off, uint64_t len, tvs_sink_fn sink, voi
 out:
     tvs__pipe_stop(pipe);
     workers_free(&e);
+    tvs_free(e.prep);
     if (locked)
         tvs_store_unlock(s);
     return rc;

@@ -378,9 +378,38 @@ static int build_call(tvs_plan *p, const tvs_ast_node *n, qop **out)
             o->anchor = base;
             o->has_anchor = 1;
         }
+    } else if (strcmp(name, "ties") == 0 || strcmp(name, "breadcrumbs") == 0) {
+        int ties = name[0] == 't';
+        static const char *const kt[] = { "density", "lambda", NULL };
+        static const char *const kb[] = { "top", "bottom", "lambda", NULL };
+        double density = 1, lambda, top = 0, bottom = 0;
+        tvs_id base;
+        if ((rc = check_kwargs(n, ties ? kt : kb)) ||
+            (ties && (rc = num_kwarg(&density, n, "density", 0.2, 0.0, 1.0))) ||
+            (!ties && (rc = num_kwarg(&top, n, "top", 0.01, 0.0, 1.0))) ||
+            (!ties && (rc = num_kwarg(&bottom, n, "bottom", 0.9, 0.0, 1.0))) ||
+            (rc = num_kwarg(&lambda, n, "lambda", 1.0, -100, 100)) ||
+            (rc = deltas_of_one_base(p, n, kids, &base)))
+            goto fail;
+        if (!ties && top + bottom > 1.0) {
+            rc = tvs__fail(TVS_EINVAL, "query: breadcrumbs() at byte %zu drops top=%g and "
+                           "bottom=%g, more than everything", n->pos, top, bottom);
+            goto fail;
+        }
+        if ((o = new_op(p, ties ? OP_TIES : OP_CRUMBS, T_DELTA, n->pos))) {
+            o->drop = density;
+            o->top = top;
+            o->bottom = bottom;
+            o->lambda = lambda;
+            o->anchor = base;
+            o->has_anchor = 1;
+            o->sel = p->sel_slots;
+            p->n_sel++;
+            p->sel_slots += 2 * n->n_args;
+        }
     } else {
         rc = tvs__fail(TVS_EINVAL, "query: unknown function '%s' at byte %zu (known: soup, "
-                       "lerp, transfer, dare)", name, n->pos);
+                       "lerp, transfer, ties, dare, breadcrumbs)", name, n->pos);
         goto fail;
     }
     if (!o) {
@@ -586,6 +615,8 @@ static void normalize(linform *f, const tvs_plan *p, const qop *o, double w, con
             normalize(f, p, o->kids[i], w * o->w[i], t);
         return;
     case OP_DARE:
+    case OP_TIES:
+    case OP_CRUMBS:
         f->nonlinear = 1;
         return;
     }
@@ -1064,7 +1095,7 @@ void tvs_plan_free(tvs_plan *p)
     if (!p)
         return;
     for (size_t i = 0; i < p->n_ops; i++) {
-        if (p->ops[i].op == OP_LIN || p->ops[i].op == OP_DARE) {
+        if (p->ops[i].op >= OP_LIN) {
             tvs_free(p->ops[i].kids);
             tvs_free(p->ops[i].w);
         }
@@ -1080,6 +1111,7 @@ void tvs_plan_free(tvs_plan *p)
         tvs_free(p->tensors[i].leaf_t);
         tvs_free(p->tensors[i].leaf_b);
         tvs_free(p->tensors[i].leaf_dt);
+        tvs_free(p->tensors[i].thr);
     }
     tvs_free(p->tensors);
     tvs_free(p->header);
@@ -1127,9 +1159,21 @@ static int explain_op(tvs_buf *b, const tvs_plan *p, const qop *o, int depth)
                  "keeps an element with probability %g, scaled by 1/%g; then summed\n",
                  o->drop, (unsigned long long)o->seed, o->lambda, 1 - o->drop, 1 - o->drop);
         break;
+    case OP_TIES:
+        snprintf(line + n, sizeof line - n, "ties(density=%g, lambda=%g): per tensor, keep each "
+                 "delta's top %g by magnitude, elect the sign of the summed kept values, "
+                 "average the kept values of that sign (two passes to find thresholds)\n",
+                 o->drop, o->lambda, o->drop);
+        break;
+    case OP_CRUMBS:
+        snprintf(line + n, sizeof line - n, "breadcrumbs(top=%g, bottom=%g, lambda=%g): per "
+                 "tensor, drop each delta's largest %g and smallest %g by magnitude, sum the "
+                 "rest (two passes to find thresholds)\n", o->top, o->bottom, o->lambda,
+                 o->top, o->bottom);
+        break;
     }
     int rc = tvs_buf_append(b, line, strlen(line));
-    for (size_t i = 0; !rc && (o->op == OP_LIN || o->op == OP_DARE) && i < o->n; i++)
+    for (size_t i = 0; !rc && o->op >= OP_LIN && i < o->n; i++)
         rc = explain_op(b, p, o->kids[i], depth + 1);
     return rc;
 }

@@ -6,7 +6,7 @@
 #include "query/plan.h"
 
 typedef enum { T_SCALAR, T_FULL, T_DELTA } qtype;
-typedef enum { OP_SCALAR, OP_FULL, OP_DELTA, OP_LIN, OP_DARE } qop_kind;
+typedef enum { OP_SCALAR, OP_FULL, OP_DELTA, OP_LIN, OP_DARE, OP_TIES, OP_CRUMBS } qop_kind;
 
 typedef struct qop qop;
 struct qop {
@@ -19,8 +19,10 @@ struct qop {
     qop **kids;               /* OP_LIN, OP_DARE */
     double *w;                /* OP_LIN: weights */
     size_t n;
-    double drop, lambda;      /* OP_DARE */
+    double drop, lambda;      /* OP_DARE (drop), OP_TIES (drop = density), all (lambda) */
+    double top, bottom;       /* OP_CRUMBS: fractions dropped by magnitude */
     uint64_t seed;
+    size_t sel;               /* OP_TIES, OP_CRUMBS: index of its thresholds in a tensor */
     size_t pos;               /* byte offset in the query */
 };
 
@@ -49,6 +51,7 @@ typedef struct {
     tvs_dtype *leaf_dt;       /* SRC_EVAL: per leaf, its dtype */
     uint64_t first_block;     /* index of its first block among all blocks */
     uint64_t n_blocks;
+    float *thr;               /* magnitude thresholds: per selecting op, per kid, lo and hi */
 } qtensor;
 
 struct tvs_plan {
@@ -70,6 +73,8 @@ struct tvs_plan {
     tvs_id copy_model;
     int threads;
     tvs_plan_opts opts;
+    size_t n_sel;             /* ops that select by magnitude (TIES, breadcrumbs) */
+    size_t sel_slots;         /* floats of thresholds per tensor */
 };
 
 #define TVS_BLOCK_ELEMS (512u * 1024u)   /* elements per execution block */
