@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1392,10 +1394,143 @@ static int write_fd(void *payload, const uint8_t *p, size_t n)
     return 0;
 }
 
+/* Write the plan's output to @p path ("-" = stdout), through a temporary name. */
+static int write_plan(tvs_plan *p, const char *path)
+{
+    char tmp[4200];
+    int fd = STDOUT_FILENO, to_stdout = strcmp(path, "-") == 0, rc;
+    if (!to_stdout) {
+        snprintf(tmp, sizeof tmp, "%s.tvs-tmp-%ld", path, (long)getpid());
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return tvs__fail(TVS_EIO, "cannot create %s: %s", tmp, strerror(errno));
+    }
+    rc = tvs_plan_exec(p, 0, UINT64_MAX, write_fd, &fd);
+    if (!to_stdout) {
+        if (close(fd) && !rc)
+            rc = tvs__fail(TVS_EIO, "%s: %s", tmp, strerror(errno));
+        if (!rc && rename(tmp, path))
+            rc = tvs__fail(TVS_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+        if (rc)
+            unlink(tmp);
+    }
+    return rc;
+}
+
+static int parse_size(uint64_t *out, const char *s)
+{
+    char *end;
+    double v = strtod(s, &end);
+    uint64_t mul = 1;
+    if (!strcasecmp(end, "") || !strcasecmp(end, "B")) mul = 1;
+    else if (!strcasecmp(end, "KB")) mul = 1000;
+    else if (!strcasecmp(end, "MB")) mul = 1000 * 1000;
+    else if (!strcasecmp(end, "GB")) mul = 1000ull * 1000 * 1000;
+    else if (!strcasecmp(end, "KiB")) mul = 1024;
+    else if (!strcasecmp(end, "MiB")) mul = 1024 * 1024;
+    else if (!strcasecmp(end, "GiB")) mul = 1024ull * 1024 * 1024;
+    else return -1;
+    if (end == s || !(v >= 1))
+        return -1;
+    *out = (uint64_t)(v * (double)mul);
+    return 0;
+}
+
+/*
+ * A sharded folder: tensors in name order, a new shard whenever the next
+ * tensor would push one past @p max (Hugging Face's rule), each shard
+ * planned on its own; then model.safetensors.index.json and the anchor
+ * model's other files (config, tokenizer).
+ */
+static int write_sharded(tvs_store *s, tvs_txn *txn, tvs_plan *full, const char *text,
+                         const tvs_plan_opts *po, uint64_t max, const char *dir)
+{
+    size_t n = tvs_plan_tensors(full), n_shards = 0;
+    size_t *shard_of = calloc(n + 1, sizeof *shard_of);
+    const char **names = calloc(n + 1, sizeof *names);
+    json_t *wm = json_object();
+    int rc = (!shard_of || !names || !wm) ? tvs__fail(TVS_ENOMEM, "out of memory") : 0;
+    uint64_t acc = 0, total = 0;
+    for (size_t i = 0; !rc && i < n; i++) {
+        const char *name;
+        uint64_t nb;
+        tvs_plan_tensor(full, i, &name, &nb);
+        if (i == 0 || (acc && acc + nb > max)) {
+            n_shards++;
+            acc = 0;
+        }
+        acc += nb;
+        total += nb;
+        shard_of[i] = n_shards - 1;
+    }
+    if (!rc && mkdir(dir, 0755) && errno != EEXIST)
+        rc = tvs__fail(TVS_EIO, "cannot create folder %s: %s", dir, strerror(errno));
+    for (size_t sh = 0; !rc && sh < n_shards; sh++) {
+        size_t k = 0;
+        char file[64], path[4200];
+        if (n_shards == 1)
+            snprintf(file, sizeof file, "model.safetensors");
+        else
+            snprintf(file, sizeof file, "model-%05zu-of-%05zu.safetensors", sh + 1, n_shards);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t nb;
+            if (shard_of[i] != sh)
+                continue;
+            tvs_plan_tensor(full, i, &names[k], &nb);
+            json_object_set_new(wm, names[k], json_string(file));
+            k++;
+        }
+        tvs_plan_opts so = *po;
+        so.names = names;
+        so.n_names = k;
+        tvs_plan *p = NULL;
+        snprintf(path, sizeof path, "%s/%s", dir, file);
+        if (!(rc = tvs_plan_build(&p, txn, text, &so)))
+            rc = write_plan(p, path);
+        tvs_plan_free(p);
+    }
+    if (!rc && n_shards > 1) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+        json_t *idx = json_pack("{s:{s:I}, s:O}", "metadata", "total_size", (json_int_t)total,
+                                "weight_map", wm);
+        if (!idx || json_dump_file(idx, path, JSON_INDENT(2) | JSON_SORT_KEYS))
+            rc = tvs__fail(TVS_EIO, "cannot write %s", path);
+        json_decref(idx);
+    }
+    if (!rc) {
+        tvs_id anchor;
+        char hex[TVS_ID_HEX + 1];
+        tvs_plan_anchor(full, &anchor);
+        tvs_id_hex(hex, &anchor);
+        tvs_export_opts eo = TVS_EXPORT_OPTS_INIT;
+        eo.blobs_only = 1;
+        rc = tvs_export(s, hex, dir, &eo);
+    }
+    json_decref(wm);
+    free(shard_of);
+    free(names);
+    return rc;
+}
+
 static int cmd_materialize(int argc, char **argv)
 {
     tvs_plan_opts po = TVS_PLAN_OPTS_INIT;
     const char *out = NULL;
+    uint64_t max_shard = 0;
+    /* --max-shard-size is materialize's own option; the rest are shared */
+    for (int i = 1; i < argc; i++)
+        if (!strncmp(argv[i], "--max-shard-size", 16)) {
+            const char *v = argv[i][16] == '=' ? argv[i] + 17 : i + 1 < argc ? argv[i + 1] : "";
+            if (parse_size(&max_shard, v))
+                return usage_error("materialize", "--max-shard-size takes a size such as "
+                                   "5GB, 500MB or 2GiB");
+            int drop = argv[i][16] == '=' ? 1 : 2;
+            for (int j = i; j + drop <= argc; j++)
+                argv[j] = argv[j + drop];
+            argc -= drop;
+            break;
+        }
     int urc = plan_options("materialize", argc, argv, &po, &out);
     if (urc)
         return urc;
@@ -1404,30 +1539,21 @@ static int cmd_materialize(int argc, char **argv)
     tvs_store *s;
     tvs_txn *txn = NULL;
     tvs_plan *p = NULL;
-    char tmp[4200];
-    int fd = STDOUT_FILENO, to_stdout = strcmp(out, "-") == 0;
+    int to_stdout = strcmp(out, "-") == 0;
     int rc = open_store(&s, 1);
     if (rc)
         return fail(rc, "materialize");
     if ((rc = tvs_txn_begin(&txn, s, TVS_TXN_READ)) ||
         (rc = tvs_plan_build(&p, txn, argv[optind], &po)))
         goto out;
-    if (!to_stdout) {
-        snprintf(tmp, sizeof tmp, "%s.tvs-tmp-%ld", out, (long)getpid());
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0) {
-            rc = tvs__fail(TVS_EIO, "cannot create %s: %s", tmp, strerror(errno));
+    if (max_shard) {
+        if (to_stdout) {
+            rc = tvs__fail(TVS_EINVAL, "--max-shard-size writes a folder; give -o DIR");
             goto out;
         }
-    }
-    rc = tvs_plan_exec(p, 0, UINT64_MAX, write_fd, &fd);
-    if (!to_stdout) {
-        if (close(fd) && !rc)
-            rc = tvs__fail(TVS_EIO, "%s: %s", tmp, strerror(errno));
-        if (!rc && rename(tmp, out))
-            rc = tvs__fail(TVS_EIO, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
-        if (rc)
-            unlink(tmp);
+        rc = write_sharded(s, txn, p, argv[optind], &po, max_shard, out);
+    } else {
+        rc = write_plan(p, out);
     }
 out:
     tvs_plan_free(p);
@@ -1492,10 +1618,12 @@ static const command commands[] = {
       "Write NAME back out: one file (PATH, or PATH/<original name> if PATH is a\n"
       "folder; '-' = stdout) or a folder, byte-identical to what was imported." },
     { "materialize", cmd_materialize,
-      "materialize EXPR -o FILE|- [--tensors RE] [--layers A-B] [--shard I/N] "
-      "[--dtype bf16|f16|f32]",
+      "materialize EXPR -o FILE|-|DIR [--max-shard-size SIZE] [--tensors RE] [--layers A-B] "
+      "[--shard I/N] [--dtype bf16|f16|f32]",
       "Evaluate a query and write the result as one .safetensors file ('-' = stdout),\n"
-      "streaming tensor block by tensor block. EXPR: refs, numbers, +, -, *, ( ),\n"
+      "streaming tensor block by tensor block; with --max-shard-size, as a folder of\n"
+      "model-0000N-of-0000M.safetensors shards, model.safetensors.index.json and the\n"
+      "base model's config and tokenizer files. EXPR: refs, numbers, +, -, *, ( ),\n"
       "soup(m, ...), lerp(a, b, t), transfer(delta, onto=BASE),\n"
       "dare(d, ...; drop=0.9, seed=0, lambda=1); see SPEC.md, Queries. Examples:\n"
       "  'base-v1 + ft-math'   'base-v1 + 0.5*ft-math + 0.5*ft-code'   'ft - base'" },

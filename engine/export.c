@@ -316,6 +316,8 @@ int tvs_export(tvs_store *s, const char *spec, const char *path, const tvs_expor
             goto out;
     struct stat st;
     int is_dir = strcmp(path, "-") != 0 && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    if (o->blobs_only && (m.flags & TVS_MODEL_SINGLE_FILE))
+        goto out;   /* a single file has no companions */
     if (m.flags & TVS_MODEL_SINGLE_FILE) {
         char full[4096];
         const tvs_model_file *f = &m.files[0];
@@ -345,6 +347,9 @@ int tvs_export(tvs_store *s, const char *spec, const char *path, const tvs_expor
             rc = tvs__fail(TVS_ECORRUPT, "stored file name '%s' leaves the folder", full);
             break;
         }
+        if (o->blobs_only && (f->kind == TVS_FILE_SAFETENSORS ||
+                              memmem(f->name.ptr, f->name.len, ".safetensors.index.json", 23)))
+            continue;
         char *slash = strrchr(full, '/');
         *slash = 0;
         rc = mkdirs(full);

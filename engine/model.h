@@ -75,9 +75,11 @@ typedef struct {
     int threads;              /**< decoder threads; 0 = online CPUs */
     tvs_progress_fn progress;
     void *progress_payload;
+    int blobs_only;           /**< only the folder's non-tensor files (config,
+                                   tokenizer…), not its safetensors or index files */
 } tvs_export_opts;
 
-#define TVS_EXPORT_OPTS_INIT { 0, NULL, NULL }
+#define TVS_EXPORT_OPTS_INIT { 0, NULL, NULL, 0 }
 
 /**
  * Write model @p spec (ref, NAME@id, or id prefix) to @p path: a file for a

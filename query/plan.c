@@ -664,6 +664,13 @@ static int layer_of(const char *name)
 
 static int keep_tensor(const tvs_plan *p, const char *name, regex_t *re)
 {
+    if (p->opts.names) {
+        int listed = 0;
+        for (size_t i = 0; i < p->opts.n_names && !listed; i++)
+            listed = strcmp(p->opts.names[i], name) == 0;
+        if (!listed)
+            return 0;
+    }
     if (re && regexec(re, name, 0, NULL, 0) != 0)
         return 0;
     if (p->opts.layer_hi >= 0) {
@@ -1048,8 +1055,8 @@ int tvs_plan_build(tvs_plan **out, tvs_txn *txn, const char *text, const tvs_pla
         linform f = { .n = 0 };
         normalize(&f, p, p->root, 1.0, NULL);
         const tvs_id *one = single(&f);
-        int whole = !p->opts.tensors && p->opts.layer_hi < 0 && !p->opts.shard_n &&
-                    !p->opts.dtype;
+        int whole = !p->opts.tensors && !p->opts.names && p->opts.layer_hi < 0 &&
+                    !p->opts.shard_n && !p->opts.dtype;
         const tvs_model_obj *cm = NULL;
         for (size_t i = 0; one && i < p->n_leaves; i++) {
             if (tvs_id_eq(&p->leaves[i].id, one))
@@ -1121,6 +1128,17 @@ void tvs_plan_free(tvs_plan *p)
 }
 
 uint64_t tvs_plan_size(const tvs_plan *p) { return p->size; }
+
+void tvs_plan_tensor(const tvs_plan *p, size_t i, const char **name, uint64_t *nbytes)
+{
+    *name = p->tensors[i].name;
+    *nbytes = p->tensors[i].nbytes;
+}
+
+void tvs_plan_anchor(const tvs_plan *p, tvs_id *out)
+{
+    shape_model(p, out);
+}
 size_t tvs_plan_tensors(const tvs_plan *p) { return p->n_tensors; }
 const char *tvs_plan_type(const tvs_plan *p) { return p->root->type == T_FULL ? "full" : "delta"; }
 int tvs_plan_is_copy(const tvs_plan *p) { return p->copy_file; }

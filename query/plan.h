@@ -19,6 +19,8 @@
 typedef struct tvs_plan tvs_plan;
 
 typedef struct {
+    const char *const *names; /**< keep exactly these tensors (n_names of them), or NULL */
+    size_t n_names;
     const char *tensors;      /**< POSIX extended regex on tensor names, or NULL */
     int layer_lo, layer_hi;   /**< keep layers lo..hi (tensors "layers.N."); hi < 0 = all */
     unsigned shard_i, shard_n;/**< keep shard i of n (balanced by bytes); n = 0: all */
@@ -26,7 +28,7 @@ typedef struct {
     int threads;              /**< 0 = online CPUs */
 } tvs_plan_opts;
 
-#define TVS_PLAN_OPTS_INIT { NULL, 0, -1, 0, 0, 0, 0 }
+#define TVS_PLAN_OPTS_INIT { NULL, 0, NULL, 0, -1, 0, 0, 0, 0 }
 
 /**
  * Plan query @p text against the store seen by @p txn.
@@ -43,6 +45,11 @@ uint64_t tvs_plan_size(const tvs_plan *p);
 size_t tvs_plan_tensors(const tvs_plan *p);
 /** "full" or "delta": what the query evaluates to. */
 const char *tvs_plan_type(const tvs_plan *p);
+/** Output tensor @p i (in file order): its name and byte size. */
+void tvs_plan_tensor(const tvs_plan *p, size_t i, const char **name, uint64_t *nbytes);
+/** The model whose tensor names and shapes the output takes (SPEC 4.4). */
+void tvs_plan_anchor(const tvs_plan *p, tvs_id *out);
+
 /** 1 if the output is a stored model's file copied verbatim (byte-identical). */
 int tvs_plan_is_copy(const tvs_plan *p);
 
