@@ -1196,6 +1196,30 @@ static int explain_op(tvs_buf *b, const tvs_plan *p, const qop *o, int depth)
     return rc;
 }
 
+/* "lineage  a <- b <- c": a model and its first-parent / base chain, named. */
+static int explain_lineage(tvs_buf *b, const tvs_plan *p, const tvs_id *start)
+{
+    char line[1024], name[320];
+    size_t n = (size_t)snprintf(line, sizeof line, "        lineage");
+    tvs_id cur = *start;
+    for (int hop = 0; hop < 8 && n < sizeof line - 340; hop++) {
+        model_name(name, sizeof name, p, &cur);
+        n += (size_t)snprintf(line + n, sizeof line - n, "%s %s", hop ? " <-" : "", name);
+        tvs_model_obj m;
+        if (!tvs_obj_has(p->txn, &cur) || tvs_model_load(&m, p->txn, &cur))
+            break;
+        int up = m.kind == TVS_MODEL_DELTA || m.n_parents;
+        if (up)
+            cur = m.kind == TVS_MODEL_DELTA ? m.base : m.parents[0];
+        tvs_model_dispose(&m);
+        if (!up)
+            break;
+    }
+    tvs__errclear();
+    snprintf(line + n, sizeof line - n, "\n");
+    return tvs_buf_append(b, line, strlen(line));
+}
+
 int tvs_plan_explain(tvs_buf *b, const tvs_plan *p)
 {
     char line[1024], h[TVS_ID_HEX + 1];
@@ -1216,6 +1240,8 @@ int tvs_plan_explain(tvs_buf *b, const tvs_plan *p)
         }
         snprintf(line + n, sizeof line - n, "\n");
         rc = tvs_buf_append(b, line, strlen(line));
+        if (!rc)
+            rc = explain_lineage(b, p, l->is_delta ? &l->m.base : &l->id);
     }
     if (!rc) rc = tvs_buf_append(b, "plan\n", 5);
     if (!rc) rc = explain_op(b, p, p->root, 0);
