@@ -52,9 +52,15 @@ int tvs_chunk_plan_make(tvs_chunk_plan *p, tvs_txn *txn, const tvs_tensor_chain 
 int tvs_chunk_plan_decode(uint8_t *dst, uint8_t *scratch, const tvs_chunk_plan *p,
                           tvs_codec_ctx *ctx)
 {
-    uint32_t last = p->depth - 1;
-    int rc = tvs_chunk_decode(dst, p->raw_len, p->chunk[last], ctx);
-    for (uint32_t l = last; !rc && l-- > 0;) {
+    int rc = tvs_chunk_decode(dst, p->raw_len, p->chunk[p->depth - 1], ctx);
+    return rc ? rc : tvs_chunk_plan_apply(dst, scratch, p, ctx);
+}
+
+int tvs_chunk_plan_apply(uint8_t *dst, uint8_t *scratch, const tvs_chunk_plan *p,
+                         tvs_codec_ctx *ctx)
+{
+    int rc = 0;
+    for (uint32_t l = p->depth - 1; !rc && l-- > 0;) {
         /* planes of a delta: merge and apply in one pass */
         const uint8_t *planes[8];
         unsigned w;

@@ -48,4 +48,11 @@ int tvs_chunk_plan_make(tvs_chunk_plan *out, tvs_txn *txn, const tvs_tensor_chai
 int tvs_chunk_plan_decode(uint8_t *dst, uint8_t *scratch, const tvs_chunk_plan *p,
                           tvs_codec_ctx *ctx);
 
+/**
+ * The delta levels only: @p dst holds the decoded root chunk (the last
+ * level) and gets the tensor's bytes. For callers that cache root chunks.
+ */
+int tvs_chunk_plan_apply(uint8_t *dst, uint8_t *scratch, const tvs_chunk_plan *p,
+                         tvs_codec_ctx *ctx);
+
 #endif

@@ -24,6 +24,7 @@
 #include "format/dtype.h"
 
 #define MAX_BUFS 16          /* f32 block buffers per worker: op tree depth + 2 */
+#define ROOT_CACHE 4         /* decoded root chunks kept per worker */
 
 typedef struct {
     tvs_txn *txn;
@@ -35,6 +36,14 @@ typedef struct {
     tvs_id chain_id;
     int has_chain;
     uint32_t *hist;          /* 2 x 65536 counters for threshold selection */
+    struct {                 /* decoded root chunks: a base read as a leaf and again
+                                under a delta is decoded once */
+        const uint8_t *key;  /* the stored chunk's address in the map */
+        uint8_t *buf;
+        size_t len;
+        uint64_t used;
+    } cache[ROOT_CACHE];
+    uint64_t tick;
 } worker;
 
 typedef struct {
@@ -71,6 +80,30 @@ static int chain_of(worker *w, const tvs_id *id)
     return rc;
 }
 
+/* The root level of a planned chunk into @p dst, through the cache. */
+static int decode_root(worker *w, uint8_t *dst, const tvs_chunk_plan *plan)
+{
+    tvs_span root = plan->chunk[plan->depth - 1];
+    size_t victim = 0;
+    for (size_t i = 0; i < ROOT_CACHE; i++) {
+        if (w->cache[i].key == root.ptr && w->cache[i].len == plan->raw_len) {
+            w->cache[i].used = ++w->tick;
+            memcpy(dst, w->cache[i].buf, plan->raw_len);
+            return 0;
+        }
+        if (w->cache[i].used < w->cache[victim].used)
+            victim = i;
+    }
+    int rc = tvs_chunk_decode(dst, plan->raw_len, root, w->ctx);
+    if (!rc && plan->raw_len <= TVS_CHUNK_SIZE) {
+        memcpy(w->cache[victim].buf, dst, plan->raw_len);
+        w->cache[victim].key = root.ptr;
+        w->cache[victim].len = plan->raw_len;
+        w->cache[victim].used = ++w->tick;
+    }
+    return rc;
+}
+
 /* Bytes [lo, hi) of stored tensor @p id into @p dst. */
 static int read_bytes(worker *w, uint8_t *dst, const tvs_id *id, uint64_t lo, uint64_t hi)
 {
@@ -87,13 +120,11 @@ static int read_bytes(worker *w, uint8_t *dst, const tvs_id *id, uint64_t lo, ui
         tvs_chunk_plan plan;
         if ((rc = tvs_chunk_plan_make(&plan, w->txn, w->chain, (uint32_t)c)))
             return rc;
-        if (a == c0 && b == c1) {       /* the whole chunk: decode in place */
-            rc = tvs_chunk_plan_decode(dst, w->scratch, &plan, w->ctx);
-        } else {
-            rc = tvs_chunk_plan_decode(w->raw, w->scratch, &plan, w->ctx);
-            if (!rc)
-                memcpy(dst, w->raw + (a - c0), (size_t)(b - a));
-        }
+        uint8_t *out = (a == c0 && b == c1) ? dst : w->raw;   /* whole chunk: in place */
+        if (!(rc = decode_root(w, out, &plan)))
+            rc = tvs_chunk_plan_apply(out, w->scratch, &plan, w->ctx);
+        if (!rc && out != dst)
+            memcpy(dst, w->raw + (a - c0), (size_t)(b - a));
         if (rc)
             return rc;
         dst += b - a;
@@ -479,6 +510,8 @@ static void workers_free(exec_state *e)
         tvs_free(w->scratch);
         tvs_free(w->chain);
         tvs_free(w->hist);
+        for (int k = 0; k < ROOT_CACHE; k++)
+            tvs_free(w->cache[k].buf);
         for (int k = 0; k < MAX_BUFS; k++)
             tvs_free(w->buf[k]);
     }
@@ -502,6 +535,9 @@ static int workers_new(exec_state *e, tvs_store *s, int n)
         w->scratch = tvs_malloc(TVS_CHUNK_SIZE);
         w->chain = tvs_malloc(sizeof *w->chain);
         w->hist = tvs_malloc(2 * 65536 * sizeof *w->hist);
+        for (int k = 0; k < ROOT_CACHE; k++)
+            if (!(w->cache[k].buf = tvs_malloc(TVS_CHUNK_SIZE)))
+                return tvs__fail(TVS_ENOMEM, "query: out of memory");
         if (!w->raw || !w->scratch || !w->chain || !w->hist)
             return tvs__fail(TVS_ENOMEM, "query: out of memory");
         for (int k = 0; k < MAX_BUFS; k++)
