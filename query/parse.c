@@ -103,16 +103,16 @@ static int parse_expr(parser *p, tvs_ast_node **out);
 static int parse_number(parser *p, tvs_ast_node **out)
 {
     size_t at = p->pos;
-    char buf[64];
     size_t i = at;
-    while (i < p->len && i - at < sizeof buf - 1 &&
+    while (i < p->len &&
            (is_digit((unsigned char)p->s[i]) || p->s[i] == '.' || p->s[i] == 'e' ||
             p->s[i] == 'E' ||
             ((p->s[i] == '-' || p->s[i] == '+') && i > at &&
              (p->s[i - 1] == 'e' || p->s[i - 1] == 'E'))))
         i++;
-    memcpy(buf, p->s + at, i - at);
-    buf[i - at] = 0;
+    char *buf = dup_str(p, p->s + at, i - at);   /* the arena has room: it is input */
+    if (!buf)
+        return tvs__fail(TVS_ENOMEM, "query: out of arena");
     char *end;
     double v = strtod(buf, &end);
     if (end == buf || *end || !isfinite(v))
@@ -128,22 +128,48 @@ static int parse_number(parser *p, tvs_ast_node **out)
 }
 
 static int parse_value(parser *p, tvs_ast_node **out);
+static int parse_args(parser *p, tvs_ast_node **args, tvs_ast_kwarg *kw, size_t *na,
+                      size_t *nk);
 
 static int parse_call(parser *p, tvs_ast_node *call)
 {
     tvs_ast_node *args[TVS_QUERY_MAX_ARGS];
     tvs_ast_kwarg kw[TVS_QUERY_MAX_ARGS];
     size_t na = 0, nk = 0;
+    if (p->depth + 1 > MAX_NEST)
+        return fail_at(p, p->pos, "query nested more than 200 deep");
+    p->depth++;
+    int rc = parse_args(p, args, kw, &na, &nk);
+    p->depth--;
+    if (rc)
+        return rc;
+    call->args = alloc(p, (na ? na : 1) * sizeof *call->args);
+    call->kwargs = alloc(p, (nk ? nk : 1) * sizeof *call->kwargs);
+    if (!call->args || !call->kwargs)
+        return tvs__fail(TVS_ENOMEM, "query: out of arena");
+    memcpy(call->args, args, na * sizeof *args);
+    memcpy(call->kwargs, kw, nk * sizeof *kw);
+    call->n_args = na;
+    call->n_kwargs = nk;
+    return 0;
+}
+
+static int parse_args(parser *p, tvs_ast_node **args, tvs_ast_kwarg *kw, size_t *na_out,
+                      size_t *nk_out)
+{
+    size_t na = 0, nk = 0;
     p->pos++;   /* '(' */
     if (peek(p) == ')') {
         p->pos++;
+        *na_out = *nk_out = 0;
         return 0;
     }
     for (;;) {
         skip_ws(p);
         size_t at = p->pos, nl = scan_name(p, at);
         size_t after = at + nl;
-        while (after < p->len && (p->s[after] == ' ' || p->s[after] == '\t'))
+        while (after < p->len && (p->s[after] == ' ' || p->s[after] == '\t' ||
+                                  p->s[after] == '\n' || p->s[after] == '\r'))
             after++;
         int rc;
         if (nl && after < p->len && p->s[after] == '=') {
@@ -175,14 +201,8 @@ static int parse_call(parser *p, tvs_ast_node *call)
             return fail_at(p, p->pos, "expected ',', ';' or ')' in the argument list");
         p->pos++;
     }
-    call->args = alloc(p, (na ? na : 1) * sizeof *call->args);
-    call->kwargs = alloc(p, (nk ? nk : 1) * sizeof *call->kwargs);
-    if (!call->args || !call->kwargs)
-        return tvs__fail(TVS_ENOMEM, "query: out of arena");
-    memcpy(call->args, args, na * sizeof *args);
-    memcpy(call->kwargs, kw, nk * sizeof *kw);
-    call->n_args = na;
-    call->n_kwargs = nk;
+    *na_out = na;
+    *nk_out = nk;
     return 0;
 }
 
@@ -191,12 +211,14 @@ static int parse_name(parser *p, tvs_ast_node **out)
 {
     size_t at = p->pos, n = scan_name(p, at);
     p->pos += n;
-    if (p->pos < p->len && p->s[p->pos] == '(') {
+    size_t name_end = p->pos;
+    if (peek(p) == '(') {   /* a call: "name (" too, whitespace is ignored */
         if (!(*out = node(p, TVS_AST_CALL, at)))
             return tvs__fail(TVS_ENOMEM, "query: out of arena");
         (*out)->name = dup_str(p, p->s + at, n);
         return parse_call(p, *out);
     }
+    p->pos = name_end;
     if (!(*out = node(p, TVS_AST_REF, at)))
         return tvs__fail(TVS_ENOMEM, "query: out of arena");
     (*out)->name = dup_str(p, p->s + at, n);
@@ -226,16 +248,21 @@ static int parse_value(parser *p, tvs_ast_node **out)
             (*out)->num = -(*out)->num;
         return rc;
     }
-    if (is_alpha(c) && scan_name(p, p->pos))
+    if (is_alpha(c) && scan_name(p, p->pos)) {
+        size_t after = p->pos + scan_name(p, p->pos);
+        if (after < p->len && p->s[after] == '(')
+            return fail_at(p, p->pos, "a keyword value is a number or a ref, not a call");
         return parse_name(p, out);
+    }
     return fail_at(p, p->pos, "expected a number or a ref as the value");
 }
 
 static int parse_unary(parser *p, tvs_ast_node **out)
 {
     int c = peek(p), rc;
-    if (++p->depth > MAX_NEST)
-        return fail_at(p, p->pos, "query nested too deeply");
+    int nests = c == '-' || c == '(';   /* calls count in parse_call */
+    if (nests && ++p->depth > MAX_NEST)
+        return fail_at(p, p->pos, "query nested more than 200 deep");
     size_t at = p->pos;
     if (c == '-') {
         p->pos++;
@@ -261,7 +288,8 @@ static int parse_unary(parser *p, tvs_ast_node **out)
                                   : "expected a ref, a number or '(' (ref names start "
                                     "with a letter)");
     }
-    p->depth--;
+    if (nests)
+        p->depth--;
     return rc;
 }
 
@@ -312,8 +340,6 @@ static int at_keyword_on(parser *p)
 
 static int parse_expr(parser *p, tvs_ast_node **out)
 {
-    if (++p->depth > MAX_NEST)
-        return fail_at(p, p->pos, "query nested too deeply");
     int rc = parse_sum(p, out);
     while (!rc && at_keyword_on(p)) {
         size_t at = p->pos;
@@ -327,7 +353,6 @@ static int parse_expr(parser *p, tvs_ast_node **out)
         n->b = b;
         *out = n;
     }
-    p->depth--;
     return rc;
 }
 
@@ -337,10 +362,11 @@ int tvs_query_parse(tvs_ast *out, const char *text, size_t len)
     if (len > TVS_QUERY_MAX)
         return tvs__fail(TVS_EINVAL, "query: %zu bytes is over the %d-byte limit", len,
                          TVS_QUERY_MAX);
-    if (memchr(text, 0, len))
-        return tvs__fail(TVS_EINVAL, "query: contains a NUL byte");
+    const char *nul = memchr(text, 0, len);
+    if (nul)
+        return tvs__fail(TVS_EINVAL, "query: a NUL byte at byte %zu", (size_t)(nul - text));
     size_t per = sizeof(tvs_ast_node) + sizeof(tvs_ast_node *) + sizeof(tvs_ast_kwarg) + 64;
-    out->arena_cap = (len + 4) * per + 2 * len + 256;
+    out->arena_cap = (len + 4) * per + 3 * len + 256;
     if (!(out->arena = tvs_malloc(out->arena_cap)))
         return tvs__fail(TVS_ENOMEM, "query: out of memory");
     parser p = { text, len, 0, out, 0 };
@@ -389,7 +415,8 @@ static int print(tvs_buf *b, const tvs_ast_node *n)
             if (!rc) rc = print(b, n->args[i]);
         }
         for (size_t i = 0; !rc && i < n->n_kwargs; i++) {
-            rc = tvs_buf_append(b, i ? ", " : "; ", 2);
+            if (i || n->n_args)
+                rc = tvs_buf_append(b, i ? ", " : "; ", 2);
             if (!rc) rc = tvs_buf_append(b, n->kwargs[i].key, strlen(n->kwargs[i].key));
             if (!rc) rc = tvs_buf_append(b, "=", 1);
             if (!rc) rc = print(b, n->kwargs[i].value);

@@ -958,7 +958,11 @@ static int make_header(tvs_plan *p)
     return 0;
 }
 
-/* Copy mode: the output is one stored single-file model, header verbatim. */
+/*
+ * Copy mode: the output is one stored single-file model, header verbatim.
+ * Its tensors are that file's (a fine-tune may add or drop tensors of its
+ * base): the list is rebuilt from the file, every tensor copied as stored.
+ */
 static int copy_header(tvs_plan *p, const tvs_model_obj *m)
 {
     const tvs_model_file *f = &m->files[0];
@@ -966,50 +970,52 @@ static int copy_header(tvs_plan *p, const tvs_model_obj *m)
     int rc = tvs_st_header_parse(&h, f->header, UINT64_MAX);
     if (rc)
         return tvs__failctx(TVS_ECORRUPT, "stored header");
-    /* reorder output tensors to the file's data order and take its offsets */
-    qtensor *ordered = tvs_calloc(h.n + 1, sizeof *ordered);
-    if (!ordered) {
+    qtensor *list = tvs_calloc(h.n + 1, sizeof *list);
+    if (!list) {
         tvs_st_header_dispose(&h);
         return tvs__fail(TVS_ENOMEM, "query: out of memory");
     }
     for (size_t i = 0; !rc && i < h.n; i++) {
-        size_t k = p->n_tensors;
-        for (size_t j = 0; j < p->n_tensors; j++)
-            if (p->tensors[j].name && strcmp(p->tensors[j].name, h.tensors[i].name) == 0)
-                k = j;
-        if (k == p->n_tensors) {
-            rc = tvs__fail(TVS_EINVAL, "query: tensor \"%s\" of the copied file is not in "
-                           "the plan", h.tensors[i].name);
+        const tvs_st_tensor *ht = &h.tensors[i];
+        const tvs_model_entry *e = entry_in(m, ht->name);
+        qtensor *t = &list[i];
+        if (!e) {
+            rc = tvs__fail(TVS_ECORRUPT, "stored header names \"%s\", which the model lacks",
+                           ht->name);
             break;
         }
-        ordered[i] = p->tensors[k];
-        p->tensors[k].name = NULL;
-        ordered[i].offset = 8 + f->header.len + h.tensors[i].begin;
+        if (!(t->name = tvs_strdup(ht->name))) {
+            rc = tvs__fail(TVS_ENOMEM, "query: out of memory");
+            break;
+        }
+        t->dtype = t->src_dtype = ht->dtype;
+        t->rank = ht->rank;
+        memcpy(t->shape, ht->shape, ht->rank * sizeof *ht->shape);
+        t->n_elems = ht->n_elems;
+        t->nbytes = ht->end - ht->begin;
+        t->offset = 8 + f->header.len + ht->begin;
+        t->src = SRC_COPY;
+        t->copy = e->id;
     }
-    if (!rc) {
-        for (size_t j = 0; j < p->n_tensors; j++)
-            if (p->tensors[j].name) {
-                rc = tvs__fail(TVS_EINVAL, "query: tensor \"%s\" is not in the copied file",
-                               p->tensors[j].name);
-                break;
-            }
-    }
+    if (!rc && !(p->header = tvs_malloc(8 + f->header.len)))
+        rc = tvs__fail(TVS_ENOMEM, "query: out of memory");
     if (rc) {
         for (size_t i = 0; i < h.n; i++)
-            tvs_free(ordered[i].name);
-        tvs_free(ordered);
+            tvs_free(list[i].name);
+        tvs_free(list);
         tvs_st_header_dispose(&h);
         return rc;
     }
+    for (size_t i = 0; i < p->n_tensors; i++) {
+        tvs_free(p->tensors[i].name);
+        tvs_free(p->tensors[i].leaf_t);
+        tvs_free(p->tensors[i].leaf_b);
+        tvs_free(p->tensors[i].leaf_dt);
+    }
     tvs_free(p->tensors);
-    p->tensors = ordered;
+    p->tensors = list;
     p->n_tensors = h.n;
     p->header_len = 8 + f->header.len;
-    p->header = tvs_malloc(p->header_len);
-    if (!p->header) {
-        tvs_st_header_dispose(&h);
-        return tvs__fail(TVS_ENOMEM, "query: out of memory");
-    }
     tvs_store_le64(p->header, f->header.len);
     memcpy(p->header + 8, f->header.ptr, f->header.len);
     p->size = p->header_len + h.data_len;
@@ -1050,8 +1056,8 @@ int tvs_plan_build(tvs_plan **out, tvs_txn *txn, const char *text, const tvs_pla
     if (!rc) rc = build(p, p->ast.root, &p->root);
     if (!rc && p->root->type == T_SCALAR)
         rc = tvs__fail(TVS_EINVAL, "query: '%s' is a number, not a model", text);
-    if (!rc) rc = layout(p);
     if (!rc) {
+        /* copy mode first: it must not depend on the anchor's tensor list */
         linform f = { .n = 0 };
         normalize(&f, p, p->root, 1.0, NULL);
         const tvs_id *one = single(&f);
@@ -1068,7 +1074,7 @@ int tvs_plan_build(tvs_plan **out, tvs_txn *txn, const char *text, const tvs_pla
             p->copy_file = 1;
             p->copy_model = *one;
             rc = copy_header(p, cm);
-        } else {
+        } else if (!(rc = layout(p))) {
             rc = make_header(p);
         }
     }
