@@ -107,25 +107,6 @@ static int add_tensor(exp_state *e, tvs_txn *txn, const tvs_id *id, const char *
     return 0;
 }
 
-static const tvs_model_entry *find_entry(const tvs_model_file *f, const char *name)
-{
-    size_t lo = 0, hi = f->n_tensors, n = strlen(name);
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        const tvs_span *s = &f->tensors[mid].name;
-        int c = memcmp(s->ptr, name, TVS_MIN(s->len, n));
-        if (!c)
-            c = s->len < n ? -1 : s->len > n;
-        if (c == 0)
-            return &f->tensors[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
-}
-
 /* Stream the planned jobs to @p fd, checking each tensor's checksum. */
 static int stream(exp_state *e, int fd, const char *path, const tvs_export_opts *o,
                   uint64_t *done, uint64_t total)
@@ -202,7 +183,7 @@ static int export_file(exp_state *e, tvs_txn *txn, const tvs_model_file *f,
         if (rc)
             return tvs__failctx(TVS_ECORRUPT, "stored header of %s", fname);
         for (size_t i = 0; !rc && i < h.n; i++) {
-            const tvs_model_entry *en = find_entry(f, h.tensors[i].name);
+            const tvs_model_entry *en = tvs_model_file_find(f, h.tensors[i].name);
             if (!en) {
                 rc = tvs__fail(TVS_ECORRUPT, "%s: tensor \"%s\" is in the header but not "
                                "in the model", fname, h.tensors[i].name);

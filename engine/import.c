@@ -366,30 +366,6 @@ static int span_eq_str(tvs_span s, const char *name)
     return s.len == n && memcmp(s.ptr, name, n) == 0;
 }
 
-/* The base model's tensor of this name, if any. */
-static const tvs_model_entry *base_entry(const tvs_model_obj *b, const char *name)
-{
-    size_t n = strlen(name);
-    for (size_t i = 0; i < b->n_files; i++) {
-        const tvs_model_file *f = &b->files[i];
-        size_t lo = 0, hi = f->n_tensors;
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            tvs_span s = f->tensors[mid].name;
-            int c = memcmp(s.ptr, name, TVS_MIN(s.len, n));
-            if (!c)
-                c = s.len < n ? -1 : s.len > n;
-            if (!c)
-                return &f->tensors[mid];
-            if (c < 0)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-    }
-    return NULL;
-}
-
 static int same_layout(const tvs_tensor_obj *a, const tvs_tensor_obj *b)
 {
     return a->dtype == b->dtype && a->rank == b->rank && a->nbytes == b->nbytes &&
@@ -494,7 +470,7 @@ static int decide(imp *m, int max_chain, size_t *matched)
     for (size_t i = 0; !rc && i < m->n_tensors; i++) {
         tensor_build *tb = &m->tensors[i];
         const tvs_model_entry *be = m->has_base && m->files[tb->file].is_st
-                                        ? base_entry(&m->base, tb->name) : NULL;
+                                        ? tvs_model_find(&m->base, tb->name) : NULL;
         tvs_tensor_obj bt;
         if (be && (rc = tvs_tensor_load(&bt, m->rtxn, &be->id)))
             return rc;
@@ -890,7 +866,7 @@ static int sample_cost(double *ratio, size_t *matched, imp *m, const tvs_model_o
     *matched = 0;
     for (size_t i = 0; i < m->n_tensors; i++) {
         tensor_build *tb = &m->tensors[i];
-        const tvs_model_entry *be = m->files[tb->file].is_st ? base_entry(base, tb->name)
+        const tvs_model_entry *be = m->files[tb->file].is_st ? tvs_model_find(base, tb->name)
                                                              : NULL;
         tvs_tensor_obj bt;
         if (be && (rc = tvs_tensor_load(&bt, m->rtxn, &be->id)))
@@ -912,7 +888,7 @@ static int sample_cost(double *ratio, size_t *matched, imp *m, const tvs_model_o
     size_t step = n_changed > 8 ? n_changed / 8 : 1, k = 0;
     for (size_t i = 0; !rc && i < m->n_tensors; i++) {
         tensor_build *tb = &m->tensors[i];
-        const tvs_model_entry *be = m->files[tb->file].is_st ? base_entry(base, tb->name)
+        const tvs_model_entry *be = m->files[tb->file].is_st ? tvs_model_find(base, tb->name)
                                                              : NULL;
         tvs_tensor_obj bt;
         if (!be || tvs_tensor_load(&bt, m->rtxn, &be->id) || !same_layout(&bt, &tb->t) ||
@@ -1081,7 +1057,7 @@ static int run(tvs_import_result *res, tvs_store *s, imp *m, const char *ref,
         res->n_full += tb->mode == MODE_FULL;
         res->n_delta += tb->mode == MODE_DELTA;
         if (tb->mode == MODE_REUSE) {
-            const tvs_model_entry *be = m->has_base ? base_entry(&m->base, tb->name) : NULL;
+            const tvs_model_entry *be = m->has_base ? tvs_model_find(&m->base, tb->name) : NULL;
             if (be && tvs_id_eq(&be->id, &tb->id))
                 res->n_unchanged++;
             else

@@ -150,6 +150,33 @@ static int span_cmp(tvs_span a, tvs_span b)
     return c ? c : (a.len < b.len ? -1 : a.len > b.len);
 }
 
+const tvs_model_entry *tvs_model_file_find(const tvs_model_file *f, const char *name)
+{
+    tvs_span key = { (const uint8_t *)name, strlen(name) };
+    size_t lo = 0, hi = f->n_tensors;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = span_cmp(f->tensors[mid].name, key);
+        if (c == 0)
+            return &f->tensors[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+const tvs_model_entry *tvs_model_find(const tvs_model_obj *m, const char *name)
+{
+    for (size_t i = 0; i < m->n_files; i++) {
+        const tvs_model_entry *e = tvs_model_file_find(&m->files[i], name);
+        if (e)
+            return e;
+    }
+    return NULL;
+}
+
 static int put_file(tvs_buf *b, const tvs_model_file *f)
 {
     int rc = tvs_buf_put_str(b, f->name.ptr, f->name.len);

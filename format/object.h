@@ -85,6 +85,11 @@ typedef struct {
     size_t n_files;
 } tvs_model_obj;
 
+/** The entry of tensor @p name in file @p f (binary search), or NULL. */
+const tvs_model_entry *tvs_model_file_find(const tvs_model_file *f, const char *name);
+/** The entry of tensor @p name in any file of @p m, or NULL. */
+const tvs_model_entry *tvs_model_find(const tvs_model_obj *m, const char *name);
+
 int tvs_model_encode(tvs_buf *out, const tvs_model_obj *m);
 /**
  * Decode untrusted bytes. Allocates the file and tensor tables (free them

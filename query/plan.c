@@ -639,18 +639,6 @@ static const tvs_id *single(const linform *f)
 
 /* ---- output tensors */
 
-static const tvs_model_entry *entry_in(const tvs_model_obj *m, const char *name)
-{
-    size_t n = strlen(name);
-    for (size_t i = 0; i < m->n_files; i++)
-        for (size_t j = 0; j < m->files[i].n_tensors; j++) {
-            tvs_span s = m->files[i].tensors[j].name;
-            if (s.len == n && memcmp(s.ptr, name, n) == 0)
-                return &m->files[i].tensors[j];
-        }
-    return NULL;
-}
-
 static int layer_of(const char *name)
 {
     const char *s = strstr(name, "layers.");
@@ -749,8 +737,8 @@ static int bind(tvs_plan *p, qtensor *t, const tvs_tensor_obj *shape_t)
         return tvs__fail(TVS_ENOMEM, "query: out of memory");
     for (size_t i = 0; i < p->n_leaves; i++) {
         const qleaf *l = &p->leaves[i];
-        const tvs_model_entry *e = entry_in(&l->m, t->name);
-        const tvs_model_entry *eb = l->is_delta ? entry_in(&l->base, t->name) : NULL;
+        const tvs_model_entry *e = tvs_model_find(&l->m, t->name);
+        const tvs_model_entry *eb = l->is_delta ? tvs_model_find(&l->base, t->name) : NULL;
         if (!e || (l->is_delta && !eb))
             return tvs__fail(TVS_EINVAL, "query: tensor \"%s\" is not in '%s'%s; the models "
                              "of a query must have the same tensors (select with --tensors)",
@@ -977,7 +965,7 @@ static int copy_header(tvs_plan *p, const tvs_model_obj *m)
     }
     for (size_t i = 0; !rc && i < h.n; i++) {
         const tvs_st_tensor *ht = &h.tensors[i];
-        const tvs_model_entry *e = entry_in(m, ht->name);
+        const tvs_model_entry *e = tvs_model_find(m, ht->name);
         qtensor *t = &list[i];
         if (!e) {
             rc = tvs__fail(TVS_ECORRUPT, "stored header names \"%s\", which the model lacks",
