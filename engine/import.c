@@ -360,11 +360,6 @@ static int hash_tensors(imp *m)
     return rc;
 }
 
-static int span_eq_str(tvs_span s, const char *name)
-{
-    size_t n = strlen(name);
-    return s.len == n && memcmp(s.ptr, name, n) == 0;
-}
 
 static int same_layout(const tvs_tensor_obj *a, const tvs_tensor_obj *b)
 {
@@ -431,10 +426,7 @@ static int bind_source(imp *m)
             tensor_build *tb = &m->tensors[f->first_tensor + j];
             tvs_id id = f->stored->blob;
             if (f->is_st) {
-                const tvs_model_entry *e = NULL;
-                for (size_t k = 0; k < f->stored->n_tensors && !e; k++)
-                    if (span_eq_str(f->stored->tensors[k].name, tb->name))
-                        e = &f->stored->tensors[k];
+                const tvs_model_entry *e = tvs_model_file_find(f->stored, tb->name);
                 if (!e)
                     return tvs__fail(TVS_ECORRUPT, "source model: tensor \"%s\" is in the "
                                      "header but not in the model", tb->name);
