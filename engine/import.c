@@ -569,12 +569,10 @@ static int plan_jobs(imp *m)
 #define SLOT_ID (3 * CH)
 #define SLOT_ENC (3 * CH + TVS_ID_LEN)
 
-static int run_job(void *payload, int worker, size_t j, uint8_t *slot, size_t cap,
-                   size_t *len)
+/* Read, transform and encode (or compare) one chunk; @p tb is its tensor. */
+static int do_job(const imp *m, int worker, const job *jb, const tensor_build *tb,
+                  uint8_t *slot, size_t cap, size_t *len)
 {
-    imp *m = payload;
-    const job *jb = &m->jobs[j];
-    const tensor_build *tb = &m->tensors[jb->tensor];
     const in_file *f = &m->files[tb->file];
     tvs_codec_ctx *ctx = m->ctx[worker];
     uint8_t *src = slot, *other = slot + SLOT_OTHER, *scratch = slot + SLOT_SCRATCH;
@@ -614,6 +612,13 @@ static int run_job(void *payload, int worker, size_t j, uint8_t *slot, size_t ca
     memcpy(slot + SLOT_ID, id.b, TVS_ID_LEN);
     *len = w;
     return 0;
+}
+
+static int run_job(void *payload, int worker, size_t j, uint8_t *slot, size_t cap,
+                   size_t *len)
+{
+    imp *m = payload;
+    return do_job(m, worker, &m->jobs[j], &m->tensors[m->jobs[j].tensor], slot, cap, len);
 }
 
 static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t *written)
@@ -894,15 +899,11 @@ static int sample_cost(double *ratio, size_t *matched, imp *m, const tvs_model_o
             (rc = tvs_chunk_plan_make(&jb.other, m->rtxn, chain, 0)) ||
             (tb->src && (rc = tvs_chunk_plan_make(&jb.src, m->rtxn, tb->src, 0))))
             break;
-        tensor_build saved = *tb;
-        tb->mode = MODE_DELTA;
-        tb->t.transform = (uint8_t)tvs_delta_transform_for(tb->t.dtype);
-        job *jobs = m->jobs;
-        m->jobs = &jb;
+        tensor_build as_delta = *tb;   /* the tensor as if it were a delta */
+        as_delta.mode = MODE_DELTA;
+        as_delta.t.transform = (uint8_t)tvs_delta_transform_for(tb->t.dtype);
         size_t len = 0;
-        rc = run_job(m, 0, 0, slot, SLOT_ENC + tvs_chunk_bound(CH), &len);
-        m->jobs = jobs;
-        *tb = saved;
+        rc = do_job(m, 0, &jb, &as_delta, slot, SLOT_ENC + tvs_chunk_bound(CH), &len);
         sampled_raw += jb.len;
         sampled_enc += len;
     }
