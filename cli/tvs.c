@@ -514,7 +514,31 @@ static void shape_str(char *out, size_t cap, const tvs_tensor_obj *t)
         snprintf(out + n, cap - n, "]");
 }
 
-static int show_file(tvs_txn *txn, const tvs_model_file *f, json_t *jfiles, int *first)
+/* "planes", "delta ord16 (planes)", or "= base" for a tensor shared with the base. */
+static void encoding_str(char *out, size_t cap, const tvs_tensor_obj *t, unsigned codecs,
+                         const tvs_model_obj *base, const tvs_model_entry *e)
+{
+    static const char *const tname[] = { "?", "xor", "ord16", "ord32" };
+    char cl[64];
+    if (base && e) {
+        const tvs_model_entry *be = NULL;
+        char name[4096];
+        snprintf(name, sizeof name, "%.*s", (int)e->name.len, (const char *)e->name.ptr);
+        be = tvs_model_find(base, name);
+        if (be && tvs_id_eq(&be->id, &e->id)) {
+            snprintf(out, cap, "= base");
+            return;
+        }
+    }
+    codec_list(cl, sizeof cl, codecs);
+    if (t->encoding == TVS_ENC_DELTA)
+        snprintf(out, cap, "delta %s (%s)", t->transform <= 3 ? tname[t->transform] : "?", cl);
+    else
+        snprintf(out, cap, "%s", cl);
+}
+
+static int show_file(tvs_txn *txn, const tvs_model_file *f, json_t *jfiles, int *first,
+                     const tvs_model_obj *base)
 {
     json_t *jt = json_array();
     uint64_t logical = 0, stored = 0;
@@ -534,9 +558,12 @@ static int show_file(tvs_txn *txn, const tvs_model_file *f, json_t *jfiles, int 
         tensor_info ti;
         if ((rc = tvs_tensor_load(&t, txn, id)) || (rc = tensor_stored(&ti, txn, &t)))
             break;
-        char shape[256], enc[64], lg[32], st[32];
+        char shape[256], enc[96], lg[32], st[32];
         shape_str(shape, sizeof shape, &t);
-        codec_list(enc, sizeof enc, ti.codecs);
+        encoding_str(enc, sizeof enc, &t, ti.codecs, base,
+                     f->kind == TVS_FILE_SAFETENSORS ? &f->tensors[i] : NULL);
+        if (!strcmp(enc, "= base"))
+            ti.stored = 0;   /* shared with the base: stores nothing of its own */
         logical += t.nbytes;
         stored += ti.stored;
         if (f->kind == TVS_FILE_BLOB) {
@@ -609,14 +636,20 @@ static int cmd_show(int argc, char **argv)
     } else {
         printf("model    %s\nkind     %s\n", hex(&id, h),
                m.kind == TVS_MODEL_DELTA ? "delta" : "full");
+        if (m.kind == TVS_MODEL_DELTA)
+            printf("base     %s\n", hex(&m.base, h));
         for (size_t i = 0; i < m.n_parents; i++)
             printf("parent   %s\n", hex(&m.parents[i], h));
         printf("date     %s\nauthor   %.*s\nmessage  %.*s\n\n", when, (int)m.author.len,
                (const char *)m.author.ptr, (int)m.message.len, (const char *)m.message.ptr);
     }
     int first = 1;
+    tvs_model_obj base = { 0 };
+    int has_base = m.kind == TVS_MODEL_DELTA && tvs_model_load(&base, txn, &m.base) == 0;
+    tvs__errclear();
     for (size_t i = 0; !rc && i < m.n_files; i++)
-        rc = show_file(txn, &m.files[i], jfiles, &first);
+        rc = show_file(txn, &m.files[i], jfiles, &first, has_base ? &base : NULL);
+    tvs_model_dispose(&base);
     if (json && !rc)
         print_json(jm);
     else
