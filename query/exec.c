@@ -23,15 +23,17 @@
 #include "format/codec.h"
 #include "format/dtype.h"
 
-#define MAX_BUFS 16          /* f32 block buffers per worker: op tree depth + 2 */
+#define MAX_BUFS 256         /* f32 block buffers per worker (lazily): op tree depth + merge width */
 #define ROOT_CACHE 4         /* decoded root chunks kept per worker */
 
 typedef struct {
     tvs_txn *txn;
     tvs_codec_ctx *ctx;
-    uint8_t *raw;            /* decoded stored bytes of a block: up to 4 chunks + 1 */
+    uint8_t *raw;            /* one decoded chunk, for partial reads */
     uint8_t *scratch;        /* chunk decode scratch */
-    float *buf[MAX_BUFS];
+    size_t chunk_cap;        /* bytes of raw and of scratch */
+    uint8_t *stage;          /* a block of stored elements before conversion */
+    float *buf[MAX_BUFS];    /* block buffers, allocated when first used */
     tvs_tensor_chain *chain; /* cache: the last tensor's chain */
     tvs_id chain_id;
     int has_chain;
@@ -104,6 +106,32 @@ static int decode_root(worker *w, uint8_t *dst, const tvs_chunk_plan *plan)
     return rc;
 }
 
+/* Make raw and scratch hold a chunk of @p n bytes (stores may use up to 64 MiB). */
+static int chunk_room(worker *w, size_t n)
+{
+    if (n <= w->chunk_cap)
+        return 0;
+    uint8_t *r = tvs_realloc(w->raw, n), *sc = r ? tvs_realloc(w->scratch, n) : NULL;
+    if (r)
+        w->raw = r;
+    if (sc)
+        w->scratch = sc;
+    if (!r || !sc)
+        return tvs__fail(TVS_ENOMEM, "query: out of memory for a %zu-byte chunk", n);
+    w->chunk_cap = n;
+    return 0;
+}
+
+/* Block buffer @p k, allocated the first time it is asked for. */
+static float *buf_of(worker *w, int k)
+{
+    if (k < 0 || k >= MAX_BUFS)
+        return NULL;
+    if (!w->buf[k])
+        w->buf[k] = tvs_malloc((size_t)TVS_BLOCK_ELEMS * sizeof(float));
+    return w->buf[k];
+}
+
 /* Bytes [lo, hi) of stored tensor @p id into @p dst. */
 static int read_bytes(worker *w, uint8_t *dst, const tvs_id *id, uint64_t lo, uint64_t hi)
 {
@@ -111,6 +139,8 @@ static int read_bytes(worker *w, uint8_t *dst, const tvs_id *id, uint64_t lo, ui
     if (rc)
         return rc;
     const tvs_tensor_obj *t = &w->chain->t[0];
+    if ((rc = chunk_room(w, t->chunk_size)))
+        return rc;
     if (hi > t->nbytes || lo > hi)
         return tvs__fail(TVS_ECORRUPT, "query: read past the end of a tensor");
     uint64_t cs = t->chunk_size;
@@ -166,9 +196,10 @@ static int eval(worker *w, const tvs_plan *p, const qtensor *t, const qop *o, ui
 {
     size_t n = (size_t)(e1 - e0);
     int rc = 0;
-    if (depth + 1 >= MAX_BUFS)
-        return tvs__fail(TVS_EINVAL, "query: expression nested deeper than %d", MAX_BUFS - 2);
-    float *tmp = w->buf[depth + 1];
+    float *tmp = buf_of(w, depth + 1);
+    if (!tmp)
+        return tvs__fail(depth + 1 >= MAX_BUFS ? TVS_EINVAL : TVS_ENOMEM,
+                         "query: expression needs more than %d block buffers", MAX_BUFS);
     switch (o->op) {
     case OP_SCALAR:
         return tvs__fail(TVS_EINVAL, "query: a bare number cannot be evaluated as a tensor");
@@ -250,7 +281,9 @@ static int eval_select(worker *w, const tvs_plan *p, const qtensor *t, const qop
         return tvs__fail(TVS_ERROR, "query: thresholds of \"%s\" were not computed", t->name);
     const float *thr = t->thr + o->sel;
     if (o->op == OP_CRUMBS) {
-        float *tmp = w->buf[depth + 1];
+        float *tmp = buf_of(w, depth + 1);
+        if (!tmp)
+            return tvs__fail(TVS_ENOMEM, "query: out of block buffers");
         for (size_t i = 0; i < n; i++)
             dst[i] = 0.0f;
         for (size_t k = 0; k < o->n; k++) {
@@ -268,9 +301,10 @@ static int eval_select(worker *w, const tvs_plan *p, const qtensor *t, const qop
         }
     } else {
         /* TIES: every trimmed delta of the block at once */
-        if (depth + 1 + (int)o->n >= MAX_BUFS)
-            return tvs__fail(TVS_EINVAL, "query: ties() of %zu deltas is over the limit of %d",
-                             o->n, MAX_BUFS - 2 - depth);
+        for (size_t k = 0; k <= o->n; k++)
+            if (!buf_of(w, depth + 1 + (int)k))
+                return tvs__fail(TVS_EINVAL, "query: ties() of %zu deltas at this depth needs "
+                                 "more than %d block buffers", o->n, MAX_BUFS);
         for (size_t k = 0; k < o->n; k++) {
             float *v = w->buf[depth + 1 + k];
             int rc = eval(w, p, t, o->kids[k], e0, e1, v, depth + 1 + (int)o->n, stage);
@@ -317,10 +351,12 @@ static int select_pass(worker *w, const tvs_plan *p, const qtensor *t, const qop
     int rc = 0;
     for (size_t s = 0; s < n_sel; s++)
         memset(hist + s * 65536, 0, 65536 * sizeof *hist);
-    float *v = w->buf[0];   /* the prepare phase runs before any block: buf[0] is free */
+    float *v = buf_of(w, 0);   /* the prepare phase runs before any block: buf[0] is free */
+    if (!v)
+        return tvs__fail(TVS_ENOMEM, "query: out of memory");
     for (uint64_t e0 = 0; !rc && e0 < t->n_elems; e0 += TVS_BLOCK_ELEMS) {
         uint64_t e1 = TVS_MIN(e0 + TVS_BLOCK_ELEMS, t->n_elems);
-        if ((rc = eval(w, p, t, kid, e0, e1, v, 0, w->raw + 4 * TVS_CHUNK_SIZE)))
+        if ((rc = eval(w, p, t, kid, e0, e1, v, 0, w->stage)))
             break;
         for (size_t i = 0; i < e1 - e0; i++) {
             uint32_t a = mag_bits(v[i]);
@@ -489,11 +525,13 @@ static int run_block(void *payload, int wi, size_t job, uint8_t *slot, size_t ca
     } else {
         unsigned ow = width(t->dtype);
         uint64_t e0 = lo / ow, e1 = hi / ow;
-        float *acc = w->buf[0];
+        float *acc = buf_of(w, 0);
+        if (!acc)
+            return tvs__fail(TVS_ENOMEM, "query: out of memory");
         if (t->src == SRC_COPY)
-            rc = read_f32(w, acc, &t->copy, t->src_dtype, e0, e1, w->raw + 4 * TVS_CHUNK_SIZE);
+            rc = read_f32(w, acc, &t->copy, t->src_dtype, e0, e1, w->stage);
         else
-            rc = eval(w, p, t, p->root, e0, e1, acc, 0, w->raw + 4 * TVS_CHUNK_SIZE);
+            rc = eval(w, p, t, p->root, e0, e1, acc, 0, w->stage);
         if (!rc)
             rc = tvs_dtype_from_f32(slot, acc, (size_t)(e1 - e0), t->dtype);
     }
@@ -508,6 +546,7 @@ static void workers_free(exec_state *e)
         tvs_codec_ctx_free(w->ctx);
         tvs_free(w->raw);
         tvs_free(w->scratch);
+        tvs_free(w->stage);
         tvs_free(w->chain);
         tvs_free(w->hist);
         for (int k = 0; k < ROOT_CACHE; k++)
@@ -527,29 +566,54 @@ static int workers_new(exec_state *e, tvs_store *s, int n)
         worker *w = &e->w[i];
         int rc = tvs_txn_begin(&w->txn, s, TVS_TXN_READ);
         if (!rc)
-            rc = tvs_codec_ctx_new(&w->ctx, TVS_CHUNK_SIZE);
+            rc = tvs_codec_ctx_new(&w->ctx, TVS_CHUNK_MAX);
         if (rc)
             return rc;
-        /* raw: a partial chunk; stage (at +4 chunks): a block of up to 8-byte elements */
-        w->raw = tvs_malloc(4u * TVS_CHUNK_SIZE + (size_t)TVS_BLOCK_ELEMS * 8);
-        w->scratch = tvs_malloc(TVS_CHUNK_SIZE);
+        w->stage = tvs_malloc((size_t)TVS_BLOCK_ELEMS * 8);
         w->chain = tvs_malloc(sizeof *w->chain);
+        if ((rc = chunk_room(w, TVS_CHUNK_SIZE)))
+            return rc;
         w->hist = tvs_malloc(2 * 65536 * sizeof *w->hist);
         for (int k = 0; k < ROOT_CACHE; k++)
             if (!(w->cache[k].buf = tvs_malloc(TVS_CHUNK_SIZE)))
                 return tvs__fail(TVS_ENOMEM, "query: out of memory");
-        if (!w->raw || !w->scratch || !w->chain || !w->hist)
+        if (!w->stage || !w->chain || !w->hist)
             return tvs__fail(TVS_ENOMEM, "query: out of memory");
-        for (int k = 0; k < MAX_BUFS; k++)
-            if (!(w->buf[k] = tvs_malloc((size_t)TVS_BLOCK_ELEMS * sizeof(float))))
-                return tvs__fail(TVS_ENOMEM, "query: out of memory");
     }
+    return 0;
+}
+
+/*
+ * A stored tensor copied as it is, and wholly inside the range, is checked
+ * against its checksum as its blocks go by, like export does: damaged
+ * stored bytes fail the run instead of reaching the output.
+ */
+static int check_copy(const tvs_plan *p, const qtensor *t, uint64_t k, const uint8_t *data,
+                      size_t n, uint64_t a, uint64_t end, tvs_hasher *h)
+{
+    if (t->src != SRC_COPY || t->dtype != t->src_dtype || t->offset < a ||
+        t->offset + t->nbytes > end)
+        return 0;
+    if (k == 0)
+        tvs_hasher_reset(h);
+    tvs_hasher_update(h, data, n);
+    if (k + 1 < t->n_blocks)
+        return 0;
+    tvs_tensor_obj ct;
+    tvs_id sum;
+    int rc = tvs_tensor_load(&ct, p->txn, &t->copy);
+    if (rc)
+        return rc;
+    tvs_hasher_final(&sum, h);
+    if (!tvs_id_eq(&sum, &ct.checksum))
+        return tvs__fail(TVS_ECORRUPT, "tensor \"%s\": decoded bytes do not match the stored "
+                         "checksum; the store is damaged (run 'tvs fsck')", t->name);
     return 0;
 }
 
 int tvs_plan_exec(tvs_plan *p, uint64_t off, uint64_t len, tvs_sink_fn sink, void *payload)
 {
-    uint64_t end = len == UINT64_MAX || off + len > p->size ? p->size : off + len;
+    uint64_t end = off <= p->size && len <= p->size - off ? off + len : p->size;
     int rc = 0;
     if (off > p->size)
         return tvs__fail(TVS_EINVAL, "query: range starts at %llu, past the end (%llu)",
@@ -581,6 +645,7 @@ int tvs_plan_exec(tvs_plan *p, uint64_t off, uint64_t len, tvs_sink_fn sink, voi
     exec_state e = { p, NULL, 0, b0, NULL, 0 };
     int threads = p->threads > 0 ? p->threads : tvs__ncpu();
     tvs__pipe *pipe = NULL;
+    tvs_hasher *hasher = NULL;
     tvs_store *s = p->store;
     int locked = 0;
     if ((rc = tvs_store_lock(s, 0, 1)))
@@ -591,21 +656,26 @@ int tvs_plan_exec(tvs_plan *p, uint64_t off, uint64_t len, tvs_sink_fn sink, voi
     if ((rc = tvs__pipe_start(&pipe, threads, (size_t)(b1 - b0), 4 * (size_t)threads + 4,
                               (size_t)TVS_BLOCK_ELEMS * 8, run_block, &e)))
         goto out;
+    if ((rc = tvs_hasher_new(&hasher)))
+        goto out;
     for (uint64_t i = b0; i < b1; i++) {
         size_t job, n;
         uint8_t *data;
         if ((rc = tvs__pipe_next(pipe, &job, &data, &n)))
             break;
         const qtensor *t = &p->tensors[tensor_of(p, b0 + job)];
-        uint64_t lo, hi;
-        block_range(t, b0 + job - t->first_block, &lo, &hi);
+        uint64_t k = b0 + job - t->first_block, lo, hi;
+        block_range(t, k, &lo, &hi);
         uint64_t s0 = t->offset + lo, s1 = t->offset + hi;   /* file bytes of this block */
         uint64_t c0 = TVS_MAX(s0, a), c1 = TVS_MIN(s1, end);
+        if ((rc = check_copy(p, t, k, data, n, a, end, hasher)))
+            break;
         if (c0 < c1 && (rc = sink(payload, data + (c0 - s0), (size_t)(c1 - c0))))
             break;
     }
 out:
     tvs__pipe_stop(pipe);
+    tvs_hasher_free(hasher);
     workers_free(&e);
     tvs_free(e.prep);
     if (locked)

@@ -250,6 +250,8 @@ static int parse_value(parser *p, tvs_ast_node **out)
     }
     if (is_alpha(c) && scan_name(p, p->pos)) {
         size_t after = p->pos + scan_name(p, p->pos);
+        while (after < p->len && strchr(" \t\r\n", p->s[after]) && p->s[after])
+            after++;
         if (after < p->len && p->s[after] == '(')
             return fail_at(p, p->pos, "a keyword value is a number or a ref, not a call");
         return parse_name(p, out);

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "engine/idset.h"
 #include "engine/model.h"
 #include "format/dtype.h"
 #include "format/safetensors.h"
@@ -150,37 +151,57 @@ static int add_leaf(tvs_plan *p, const tvs_ast_node *n, qop **out)
     return 0;
 }
 
-/* Do models a and b belong to one lineage (one an ancestor of the other, or
- * a common ancestor through parents and bases)? */
-static int ancestors(tvs_id *out, size_t *n, size_t cap, tvs_txn *txn, const tvs_id *start)
+/* Mark every ancestor of @p start (through bases and parents) in @p seen. */
+static int ancestors(tvs__idset *seen, tvs_txn *txn, const tvs_id *start)
 {
-    *n = 0;
-    out[(*n)++] = *start;
-    for (size_t i = 0; i < *n && *n < cap; i++) {
+    tvs_id *queue = tvs_malloc(64 * sizeof *queue);
+    size_t head = 0, n = 0, cap = 64;
+    int rc = queue ? 0 : tvs__fail(TVS_ENOMEM, "query: out of memory");
+    if (!rc && (rc = tvs__idset_add(seen, start)) > 0) {
+        queue[n++] = *start;
+        rc = 0;
+    }
+    while (rc >= 0 && head < n) {
         tvs_model_obj m;
-        if (!tvs_obj_has(txn, &out[i]) || tvs_model_load(&m, txn, &out[i]))
-            continue;
-        if (!tvs_id_is_zero(&m.base) && *n < cap)
-            out[(*n)++] = m.base;
-        for (size_t j = 0; j < m.n_parents && *n < cap; j++)
-            out[(*n)++] = m.parents[j];
+        tvs_id cur = queue[head++];
+        if (!tvs_obj_has(txn, &cur) || tvs_model_load(&m, txn, &cur))
+            continue;   /* collected history: the walk ends there */
+        for (size_t k = 0; rc >= 0 && k <= m.n_parents; k++) {
+            const tvs_id *up = k < m.n_parents ? &m.parents[k]
+                             : m.kind == TVS_MODEL_DELTA ? &m.base : NULL;
+            if (!up || (rc = tvs__idset_add(seen, up)) <= 0)
+                continue;
+            if (n == cap) {
+                tvs_id *q = tvs_realloc(queue, 2 * cap * sizeof *q);
+                if (!q) {
+                    rc = tvs__fail(TVS_ENOMEM, "query: out of memory");
+                    break;
+                }
+                queue = q;
+                cap *= 2;
+            }
+            queue[n++] = *up;
+            rc = 0;
+        }
         tvs_model_dispose(&m);
     }
+    tvs_free(queue);
     tvs__errclear();
-    return 0;
+    return rc < 0 ? rc : 0;
 }
 
+/* Do models a and b belong to one lineage (one an ancestor of the other, or
+ * a common ancestor through parents and bases)? */
 static int same_lineage(tvs_txn *txn, const tvs_id *a, const tvs_id *b)
 {
-    tvs_id A[256], B[256];
-    size_t na, nb;
-    ancestors(A, &na, 256, txn, a);
-    ancestors(B, &nb, 256, txn, b);
-    for (size_t i = 0; i < na; i++)
-        for (size_t j = 0; j < nb; j++)
-            if (tvs_id_eq(&A[i], &B[j]))
-                return 1;
-    return 0;
+    tvs__idset A = { 0 }, B = { 0 };
+    int shared = 0;
+    if (ancestors(&A, txn, a) == 0 && ancestors(&B, txn, b) == 0)
+        for (size_t i = 0; i < B.cap && !shared; i++)
+            shared = B.used[i] && tvs__idset_has(&A, &B.slots[i]);
+    tvs__idset_dispose(&A);
+    tvs__idset_dispose(&B);
+    return shared;
 }
 
 static const tvs_ast_node *kwarg(const tvs_ast_node *n, const char *key)
@@ -291,14 +312,16 @@ static int build_call(tvs_plan *p, const tvs_ast_node *n, qop **out)
         static const char *const known[] = { NULL };
         if ((rc = check_kwargs(n, known)))
             goto fail;
-        if (n->n_args != 3 || n->args[2]->kind != TVS_AST_NUM) {
-            rc = tvs__fail(TVS_EINVAL, "query: lerp(a, b, t) at byte %zu takes two models (or "
-                           "two deltas) and a number", n->pos);
+        qop *tq = NULL;
+        if (n->n_args != 3 || (rc = build(p, n->args[2], &tq)) || tq->type != T_SCALAR) {
+            if (!rc)
+                rc = tvs__fail(TVS_EINVAL, "query: lerp(a, b, t) at byte %zu takes two models "
+                               "(or two deltas) and a number", n->pos);
             goto fail;
         }
         if ((rc = build(p, n->args[0], &kids[0])) || (rc = build(p, n->args[1], &kids[1])))
             goto fail;
-        double t = n->args[2]->num;
+        double t = tq->num;
         qop *a = kids[0], *b = kids[1];
         if (kids[0]->type != kids[1]->type || kids[0]->type == T_SCALAR) {
             rc = tvs__fail(TVS_EINVAL, "query: lerp() at byte %zu interpolates two full "
@@ -490,12 +513,27 @@ static int build_add(tvs_plan *p, const tvs_ast_node *n, qop *a, qop *b, int sub
         t = T_DELTA;
         anchor = a->anchor;
     }
-    int rc = lin(p, out, n->pos, t, a, 1.0, b, sub ? -1.0 : 1.0);
-    if (!rc) {
-        (*out)->anchor = anchor;
-        (*out)->has_anchor = has;
+    int rc;
+    if (a->op == OP_LIN) {
+        /* a left-leaning chain a + b + c … becomes one sum: the same operations
+         * in the same order (the inner sum's weight is 1), one buffer deep */
+        qop **kids = tvs_realloc(a->kids, (a->n + 1) * sizeof *kids);
+        if (kids)
+            a->kids = kids;
+        double *w = kids ? tvs_realloc(a->w, (a->n + 1) * sizeof *w) : NULL;
+        if (!w)
+            return tvs__fail(TVS_ENOMEM, "query: out of memory");
+        a->w = w;
+        a->kids[a->n] = b;
+        a->w[a->n++] = sub ? -1.0 : 1.0;
+        a->type = t;
+        *out = a;
+    } else if ((rc = lin(p, out, n->pos, t, a, 1.0, b, sub ? -1.0 : 1.0))) {
+        return rc;
     }
-    return rc;
+    (*out)->anchor = anchor;
+    (*out)->has_anchor = has;
+    return 0;
 }
 
 static int build(tvs_plan *p, const tvs_ast_node *n, qop **out)
@@ -639,15 +677,17 @@ static const tvs_id *single(const linform *f)
 
 /* ---- output tensors */
 
+/* The N of the first "layers.N." in @p name, or -1 if there is none. */
 static int layer_of(const char *name)
 {
-    const char *s = strstr(name, "layers.");
-    if (!s)
-        return -1;
-    s += 7;
-    if (*s < '0' || *s > '9')
-        return -1;
-    return atoi(s);
+    for (const char *s = strstr(name, "layers."); s; s = strstr(s + 1, "layers.")) {
+        const char *d = s + 7, *e = d;
+        while (*e >= '0' && *e <= '9')
+            e++;
+        if (e > d && e - d <= 9 && *e == '.')
+            return atoi(d);
+    }
+    return -1;
 }
 
 static int keep_tensor(const tvs_plan *p, const char *name, regex_t *re)
