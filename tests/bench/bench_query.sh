@@ -64,7 +64,7 @@ largest=$("$TVS" explain "base + ft1" | awk '/largest tensor/ {print}' | sed 's/
 
 echo "## Query benchmark ($(date -u +%Y-%m-%d), $(nproc) cores, $THREADS threads, model $(echo "scale=2; $BYTES/1073741824" | bc) GiB BF16)"
 echo
-memcpy=$("$SCRATCH/memcpy_speed" | grep -o '[0-9.]* MB/s' | head -1 | cut -d' ' -f1)
+memcpy=$("$SCRATCH/memcpy_speed" | grep -o '[0-9][0-9.]*' | head -1 || true)
 echo "memcpy (1 thread): $memcpy MB/s"
 echo
 echo "| query | tvs GB/s of output | tvs wall s | PyTorch s | tvs / PyTorch | output identical |"
