@@ -425,12 +425,30 @@ static int print(tvs_buf *b, const tvs_ast_node *n)
         }
         return rc ? rc : tvs_buf_append(b, ")", 1);
     default: {
-        const char *op = n->kind == TVS_AST_ADD ? " + " : n->kind == TVS_AST_SUB ? " - "
-                       : n->kind == TVS_AST_MUL ? " * " : " on ";
+        /* a left-leaning chain prints flat: "(a + b - c)", so printing never
+         * nests deeper than the query did */
+        const tvs_ast_node *chain[TVS_QUERY_MAX_ARGS * 4];
+        size_t k = 0;
+        const tvs_ast_node *m = n;
+        int additive = n->kind == TVS_AST_ADD || n->kind == TVS_AST_SUB;
+        while (additive && (m->kind == TVS_AST_ADD || m->kind == TVS_AST_SUB) &&
+               k < sizeof chain / sizeof *chain) {
+            chain[k++] = m;
+            m = m->a;
+        }
+        if (!additive) {
+            chain[k++] = n;
+            m = n->a;
+        }
         rc = tvs_buf_append(b, "(", 1);
-        if (!rc) rc = print(b, n->a);
-        if (!rc) rc = tvs_buf_append(b, op, strlen(op));
-        if (!rc) rc = print(b, n->b);
+        if (!rc) rc = print(b, m);
+        while (!rc && k-- > 0) {
+            const tvs_ast_node *c = chain[k];
+            const char *op = c->kind == TVS_AST_ADD ? " + " : c->kind == TVS_AST_SUB ? " - "
+                           : c->kind == TVS_AST_MUL ? " * " : " on ";
+            rc = tvs_buf_append(b, op, strlen(op));
+            if (!rc) rc = print(b, c->b);
+        }
         return rc ? rc : tvs_buf_append(b, ")", 1);
     }
     }

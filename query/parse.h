@@ -73,7 +73,9 @@ typedef struct {
 int tvs_query_parse(tvs_ast *out, const char *text, size_t len);
 void tvs_ast_dispose(tvs_ast *ast);
 
-/** The tree back as canonical text (fully parenthesized), for EXPLAIN and tests. */
+/** The tree back as canonical text, for EXPLAIN and tests: every operation in
+ *  parentheses, except that a left-leaning chain of + and - prints as one
+ *  group, "(a + b - c)", so the text re-parses to the same tree. */
 int tvs_ast_print(tvs_buf *out, const tvs_ast_node *n);
 
 #endif

@@ -536,7 +536,18 @@ static int build_add(tvs_plan *p, const tvs_ast_node *n, qop *a, qop *b, int sub
     return 0;
 }
 
+static int build_(tvs_plan *p, const tvs_ast_node *n, qop **out);
+
+/* Every number the planner folds must stay finite (SPEC 4.1). */
 static int build(tvs_plan *p, const tvs_ast_node *n, qop **out)
+{
+    int rc = build_(p, n, out);
+    if (!rc && (*out)->type == T_SCALAR && !isfinite((*out)->num))
+        return tvs__fail(TVS_EINVAL, "query: the number at byte %zu overflows", n->pos);
+    return rc;
+}
+
+static int build_(tvs_plan *p, const tvs_ast_node *n, qop **out)
 {
     qop *a = NULL, *b = NULL;
     int rc = 0;
@@ -1064,9 +1075,10 @@ int tvs_plan_build(tvs_plan **out, tvs_txn *txn, const char *text, const tvs_pla
     p->store = tvs_txn_store(txn);
     p->opts = o ? *o : defaults;
     if (p->opts.shard_n && p->opts.shard_i >= p->opts.shard_n) {
+        int rc = tvs__fail(TVS_EINVAL, "--shard %u/%u: the index must be below the count",
+                           p->opts.shard_i, p->opts.shard_n);
         tvs_plan_free(p);
-        return tvs__fail(TVS_EINVAL, "--shard %u/%u: the index must be below the count",
-                         p->opts.shard_i, p->opts.shard_n);
+        return rc;
     }
     if (p->opts.dtype && !tvs_dtype_convertible((tvs_dtype)p->opts.dtype)) {
         tvs_plan_free(p);
