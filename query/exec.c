@@ -37,7 +37,6 @@ typedef struct {
     tvs_tensor_chain *chain; /* cache: the last tensor's chain */
     tvs_id chain_id;
     int has_chain;
-    uint32_t *hist;          /* 2 x 65536 counters for threshold selection */
     struct {                 /* decoded root chunks: a base read as a leaf and again
                                 under a delta is decoded once */
         const uint8_t *key;  /* the stored chunk's address in the map */
@@ -293,9 +292,13 @@ static int eval_select(worker *w, const tvs_plan *p, const qtensor *t, const qop
             uint32_t lo, hi;
             memcpy(&lo, &thr[2 * k], 4);
             memcpy(&hi, &thr[2 * k + 1], 4);
-            for (size_t i = 0; i < n; i++) {
-                uint32_t a = mag_bits(tmp[i]);
-                float v = (a >= lo && a <= hi) ? tmp[i] : 0.0f;
+            for (size_t i = 0; i < n; i++) {   /* branch-free: vectorizes */
+                uint32_t u, a;
+                memcpy(&u, &tmp[i], 4);
+                a = u & 0x7fffffffu;
+                u &= (uint32_t)-(uint32_t)(a >= lo && a <= hi);
+                float v;
+                memcpy(&v, &u, 4);
                 dst[i] = dst[i] + v;
             }
         }
@@ -312,22 +315,31 @@ static int eval_select(worker *w, const tvs_plan *p, const qtensor *t, const qop
                 return rc;
             uint32_t lo;
             memcpy(&lo, &thr[2 * k], 4);
-            for (size_t i = 0; i < n; i++)
-                if (mag_bits(v[i]) < lo)
-                    v[i] = 0.0f;
-        }
-        for (size_t i = 0; i < n; i++) {
-            float sum = 0.0f, kept = 0.0f, cnt = 0.0f;
-            for (size_t k = 0; k < o->n; k++)
-                sum = sum + w->buf[depth + 1 + k][i];
-            for (size_t k = 0; k < o->n; k++) {
-                float v = w->buf[depth + 1 + k][i];
-                if ((sum > 0.0f && v > 0.0f) || (sum < 0.0f && v < 0.0f)) {
-                    kept = kept + v;
-                    cnt = cnt + 1.0f;
-                }
+            for (size_t i = 0; i < n; i++) {   /* branch-free: vectorizes */
+                uint32_t u;
+                memcpy(&u, &v[i], 4);
+                u &= (uint32_t)-(uint32_t)((u & 0x7fffffffu) >= lo);
+                memcpy(&v[i], &u, 4);
             }
-            dst[i] = cnt > 0.0f ? kept / cnt : 0.0f;
+        }
+        /* the elected sign: the sum of the trimmed values, kid by kid over
+         * the block; then per element the mean of the values of that sign
+         * (a select, not a branch: adding 0 leaves the sums as they were) */
+        float *const *v = (float *const *)&w->buf[depth + 1];
+        for (size_t i = 0; i < n; i++)
+            dst[i] = v[0][i];
+        for (size_t k = 1; k < o->n; k++)
+            for (size_t i = 0; i < n; i++)
+                dst[i] = dst[i] + v[k][i];
+        for (size_t i = 0; i < n; i++) {
+            float sum = dst[i], kept = 0.0f, c = 0.0f;
+            for (size_t k = 0; k < o->n; k++) {
+                float x = v[k][i];
+                int match = (sum > 0.0f && x > 0.0f) || (sum < 0.0f && x < 0.0f);
+                kept = kept + (match ? x : 0.0f);
+                c = c + (match ? 1.0f : 0.0f);
+            }
+            dst[i] = c > 0.0f ? kept / c : 0.0f;
         }
     }
     if (lambda != 1.0f)
@@ -345,90 +357,105 @@ typedef struct {
     uint64_t below;     /* elements in lower bins */
 } selection;
 
-static int select_pass(worker *w, const tvs_plan *p, const qtensor *t, const qop *kid,
-                       selection *sel, size_t n_sel, int pass, uint32_t *hist)
+/*
+ * One pass over the tensor for every argument of a selecting op at once, so
+ * the arguments' shared base chunk is decoded once per block (the worker's
+ * root cache), not once per argument. Pass 1 counts the high 16 bits of
+ * each |value|; pass 2 counts the low 16 bits inside the bin pass 1 chose.
+ */
+static int select_pass(worker *w, const tvs_plan *p, const qtensor *t, const qop *o,
+                       selection (*sel)[2], int pass, uint32_t *hist)
 {
     int rc = 0;
-    for (size_t s = 0; s < n_sel; s++)
-        memset(hist + s * 65536, 0, 65536 * sizeof *hist);
+    memset(hist, 0, o->n * 2 * 65536 * sizeof *hist);
     float *v = buf_of(w, 0);   /* the prepare phase runs before any block: buf[0] is free */
     if (!v)
         return tvs__fail(TVS_ENOMEM, "query: out of memory");
     for (uint64_t e0 = 0; !rc && e0 < t->n_elems; e0 += TVS_BLOCK_ELEMS) {
         uint64_t e1 = TVS_MIN(e0 + TVS_BLOCK_ELEMS, t->n_elems);
-        if ((rc = eval(w, p, t, kid, e0, e1, v, 0, w->stage)))
-            break;
-        for (size_t i = 0; i < e1 - e0; i++) {
-            uint32_t a = mag_bits(v[i]);
-            if (pass == 1) {
-                hist[a >> 16]++;
-            } else {
-                for (size_t s = 0; s < n_sel; s++)
-                    if (sel[s].rank && (a >> 16) == sel[s].bin)
-                        hist[s * 65536 + (a & 0xffff)]++;
+        for (size_t k = 0; !rc && k < o->n; k++) {
+            if ((rc = eval(w, p, t, o->kids[k], e0, e1, v, 0, w->stage)))
+                break;
+            uint32_t *h = hist + k * 2 * 65536;
+            for (size_t i = 0; i < e1 - e0; i++) {
+                uint32_t a = mag_bits(v[i]);
+                if (pass == 1) {
+                    h[a >> 16]++;
+                } else {
+                    for (size_t s = 0; s < 2; s++)
+                        if (sel[k][s].rank && (a >> 16) == sel[k][s].bin)
+                            h[s * 65536 + (a & 0xffff)]++;
+                }
             }
         }
     }
     if (rc)
         return rc;
-    for (size_t s = 0; s < n_sel; s++) {
-        if (!sel[s].rank)
-            continue;
-        uint64_t c = pass == 1 ? 0 : sel[s].below;
-        const uint32_t *h = pass == 1 ? hist : hist + s * 65536;
-        for (uint32_t b = 0; b < 65536; b++) {
-            if (c + h[b] >= sel[s].rank) {
-                if (pass == 1) {
-                    sel[s].bin = b;
-                    sel[s].below = c;
-                } else {
-                    sel[s].value = sel[s].bin << 16 | b;
+    for (size_t k = 0; k < o->n; k++)
+        for (size_t s = 0; s < 2; s++) {
+            selection *x = &sel[k][s];
+            if (!x->rank)
+                continue;
+            uint64_t c = pass == 1 ? 0 : x->below;
+            const uint32_t *h = hist + k * 2 * 65536 + (pass == 1 ? 0 : s * 65536);
+            for (uint32_t b = 0; b < 65536; b++) {
+                if (c + h[b] >= x->rank) {
+                    if (pass == 1) {
+                        x->bin = b;
+                        x->below = c;
+                    } else {
+                        x->value = x->bin << 16 | b;
+                    }
+                    break;
                 }
-                break;
+                c += h[b];
             }
-            c += h[b];
         }
-    }
     return 0;
 }
 
 static void put_bits(float *dst, uint32_t bits) { memcpy(dst, &bits, 4); }
 
-static int prepare_op(worker *w, const tvs_plan *p, qtensor *t, const qop *o, uint32_t *hist)
+static int prepare_op(worker *w, const tvs_plan *p, qtensor *t, const qop *o)
 {
     for (size_t k = 0; o->op >= OP_LIN && k < o->n; k++) {
-        int rc = prepare_op(w, p, t, o->kids[k], hist);
+        int rc = prepare_op(w, p, t, o->kids[k]);
         if (rc)
             return rc;
     }
     if (o->op != OP_TIES && o->op != OP_CRUMBS)
         return 0;
     uint64_t N = t->n_elems;
-    for (size_t k = 0; k < o->n; k++) {
-        selection sel[2] = { { 0 }, { 0 } };
+    selection (*sel)[2] = tvs_calloc(o->n, sizeof *sel);
+    uint32_t *hist = tvs_malloc(o->n * 2 * 65536 * sizeof *hist);
+    int rc = (!sel || !hist) ? tvs__fail(TVS_ENOMEM, "query: out of memory") : 0;
+    for (size_t k = 0; !rc && k < o->n; k++) {
         if (o->op == OP_TIES) {
             uint64_t m = (uint64_t)floor(o->drop * (double)N);
-            sel[0].rank = m ? N - m + 1 : 0;    /* the m-th largest */
+            sel[k][0].rank = m ? N - m + 1 : 0;    /* the m-th largest */
         } else {
             uint64_t mb = (uint64_t)floor(o->bottom * (double)N);
             uint64_t mt = (uint64_t)floor(o->top * (double)N);
-            sel[0].rank = mb < N ? mb + 1 : 0;
-            sel[1].rank = mt ? (N > mt ? N - mt : 0) : 0;
-        }
-        int rc = select_pass(w, p, t, o->kids[k], sel, 2, 1, hist);
-        if (!rc)
-            rc = select_pass(w, p, t, o->kids[k], sel, 2, 2, hist);
-        if (rc)
-            return rc;
-        float *thr = t->thr + o->sel + 2 * k;
-        /* no element reaches 0xffffffff: "keep none"; 0x7fffffff: "no upper cut" */
-        put_bits(&thr[0], sel[0].rank ? sel[0].value : 0xffffffffu);
-        if (o->op == OP_CRUMBS) {
-            uint64_t mt = (uint64_t)floor(o->top * (double)N);
-            put_bits(&thr[1], mt == 0 ? 0x7fffffffu : sel[1].rank ? sel[1].value : 0u);
+            sel[k][0].rank = mb < N ? mb + 1 : 0;
+            sel[k][1].rank = mt ? (N > mt ? N - mt : 0) : 0;
         }
     }
-    return 0;
+    if (!rc)
+        rc = select_pass(w, p, t, o, sel, 1, hist);
+    if (!rc)
+        rc = select_pass(w, p, t, o, sel, 2, hist);
+    for (size_t k = 0; !rc && k < o->n; k++) {
+        float *thr = t->thr + o->sel + 2 * k;
+        /* no element reaches 0xffffffff: "keep none"; 0x7fffffff: "no upper cut" */
+        put_bits(&thr[0], sel[k][0].rank ? sel[k][0].value : 0xffffffffu);
+        if (o->op == OP_CRUMBS) {
+            uint64_t mt = (uint64_t)floor(o->top * (double)N);
+            put_bits(&thr[1], mt == 0 ? 0x7fffffffu : sel[k][1].rank ? sel[k][1].value : 0u);
+        }
+    }
+    tvs_free(sel);
+    tvs_free(hist);
+    return rc;
 }
 
 static int prepare_tensor(void *payload, int wi, size_t job, uint8_t *slot, size_t cap,
@@ -437,7 +464,7 @@ static int prepare_tensor(void *payload, int wi, size_t job, uint8_t *slot, size
     exec_state *e = payload;
     qtensor *t = &e->p->tensors[e->prep[job]];
     *len = 0;
-    int rc = prepare_op(&e->w[wi], e->p, t, e->p->root, e->w[wi].hist);
+    int rc = prepare_op(&e->w[wi], e->p, t, e->p->root);
     return rc ? tvs__failctx(rc, "tensor \"%s\"", t->name) : 0;
 }
 
@@ -548,7 +575,6 @@ static void workers_free(exec_state *e)
         tvs_free(w->scratch);
         tvs_free(w->stage);
         tvs_free(w->chain);
-        tvs_free(w->hist);
         for (int k = 0; k < ROOT_CACHE; k++)
             tvs_free(w->cache[k].buf);
         for (int k = 0; k < MAX_BUFS; k++)
@@ -573,11 +599,10 @@ static int workers_new(exec_state *e, tvs_store *s, int n)
         w->chain = tvs_malloc(sizeof *w->chain);
         if ((rc = chunk_room(w, TVS_CHUNK_SIZE)))
             return rc;
-        w->hist = tvs_malloc(2 * 65536 * sizeof *w->hist);
         for (int k = 0; k < ROOT_CACHE; k++)
             if (!(w->cache[k].buf = tvs_malloc(TVS_CHUNK_SIZE)))
                 return tvs__fail(TVS_ENOMEM, "query: out of memory");
-        if (!w->stage || !w->chain || !w->hist)
+        if (!w->stage || !w->chain)
             return tvs__fail(TVS_ENOMEM, "query: out of memory");
     }
     return 0;
