@@ -16,7 +16,8 @@
 # ft-math-v2, ckpt-000..007); "family" is a generated 1 GiB BF16 base plus
 # three synthetic fine-tunes (deltas ~N(0, 1e-3|w|) on 70% of tensors).
 # Env: SCRATCH (default /tmp/tvs-bench-delta), FAMILY_BYTES (default 1g),
-# KEEP=1 keeps the scratch folder. Installs restic, borgbackup, xdelta3 and
+# KEEP=1 keeps the scratch folder, PEERS="xdelta restic" runs only those peers
+# (of zstd19 patch xdelta restic borg). Installs restic, borgbackup, xdelta3 and
 # zstd from Debian if missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -42,6 +43,8 @@ mkdir -p "$SCRATCH"
 [ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$SCRATCH"' EXIT
 
 now() { date +%s.%N; }
+# PEERS selects the peers to run (default: all): zstd19 patch xdelta restic borg
+want() { [ -z "${PEERS:-}" ] || [[ " $PEERS " == *" $1 "* ]]; }
 secs() { printf '%.2f' "$(echo "$2 - $1" | bc)"; }
 bytes_of() { du -sb "$@" | awk '{s+=$1} END {print s}'; }
 mb() { echo "scale=1; $1 / 1000000" | bc; }
@@ -101,6 +104,7 @@ run_family() {
   unset TVS_STORE
   rm -rf "$st" "$work/out"
 
+  if want zstd19; then
   # ---- zstd -19 per file
   mkdir -p "$work/z"
   t0=$(now)
@@ -120,9 +124,11 @@ run_family() {
   rm -f "$work/z/x"
   row "zstd -19" "$stored" "$(secs "$t0" "$t1")" "$(secs "$t2" "$t3")" "$(printf %.3f "$(echo "$stored / $logical" | bc -l)")"
   rm -rf "$work/z"
+  fi
 
   # ---- zstd --patch-from and xdelta3, against the same bases
   for tool in patch xdelta; do
+    want $tool || continue
     mkdir -p "$work/$tool"
     t0=$(now)
     for spec in "${SPECS[@]}"; do
@@ -181,6 +187,7 @@ run_family() {
     ln "$dir/$file" "$work/folder/$(basename "$file")" 2>/dev/null ||
       cp "$dir/$file" "$work/folder/$(basename "$file")"
   done
+  if want restic; then
   export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$work/restic-cache
   restic init -q -r "$work/restic" >/dev/null
   t0=$(now)
@@ -193,7 +200,9 @@ run_family() {
   for f in "$work/folder"/*; do cmp "$f" "$work/restic.out/$work/folder/$(basename "$f")"; done
   row "restic backup" "$stored" "$(secs "$t0" "$t1")" "$(secs "$t2" "$t3")" "$(printf %.3f "$(echo "$stored / $logical" | bc -l)")"
   rm -rf "$work/restic" "$work/restic.out" "$work/restic-cache"
+  fi
 
+  if want borg; then
   export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR=$work/borg-home
   borg init --encryption=none "$work/borg" >/dev/null 2>&1
   t0=$(now)
@@ -206,6 +215,7 @@ run_family() {
   t3=$(now)
   for f in "$work/folder"/*; do cmp "$f" "$work/borg.out/folder/$(basename "$f")"; done
   row "borg create --compression zstd,19" "$stored" "$(secs "$t0" "$t1")" "$(secs "$t2" "$t3")" "$(printf %.3f "$(echo "$stored / $logical" | bc -l)")"
+  fi
   rm -rf "$work/borg" "$work/borg.out" "$work/borg-home" "$work/folder"
 
   echo
