@@ -4,7 +4,6 @@
  * "tvs: <what>: <why>", and map to an exit code in one table (exit_code).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -18,6 +17,7 @@
 #include "cli/progress.h"
 #include "engine/maint.h"
 #include "engine/model.h"
+#include "engine/outfile.h"
 #include "engine/store.h"
 #include "format/codec.h"
 #include "format/dtype.h"
@@ -899,45 +899,27 @@ static int by_time_desc(const void *a, const void *b)
     return x->time < y->time ? 1 : x->time > y->time ? -1 : memcmp(&x->id, &y->id, 16);
 }
 
-/* Order children before their bases/parents, newest first among the ready:
- * timestamps have one-second resolution, so time alone cannot order a
+/* Children before their bases and parents: the attribution order
+ * (tvs_models_order: every model after its ups, oldest first), reversed.
+ * Timestamps have one-second resolution, so time alone cannot order a
  * series imported in one go. */
 static void topo_order(graph *g)
 {
-    size_t n = g->n, *kids = calloc(n + 1, sizeof *kids);
-    char *done = calloc(n + 1, 1);
+    size_t n = g->n, *order = calloc(n + 1, sizeof *order);
+    tvs_id *ids = calloc(n + 1, sizeof *ids);
     node *out = malloc((n + 1) * sizeof *out);
-    if (!kids || !done || !out) {
-        free(kids);
-        free(done);
-        free(out);
+    int ok = order && ids && out;
+    for (size_t i = 0; ok && i < n; i++)
+        ids[i] = g->v[i].id;
+    if (ok && tvs_models_order(order, g->txn, ids, n) == 0) {
+        for (size_t k = 0; k < n; k++)
+            out[k] = g->v[order[n - 1 - k]];
+        memcpy(g->v, out, n * sizeof *out);
+    } else {
         qsort(g->v, g->n, sizeof *g->v, by_time_desc);
-        return;
     }
-    qsort(g->v, g->n, sizeof *g->v, by_time_desc);
-    for (size_t i = 0; i < n; i++) {
-        long up = g->v[i].has_up ? node_find(g, &g->v[i].up) : -1;
-        if (up >= 0)
-            kids[up]++;
-    }
-    for (size_t k = 0; k < n; k++) {
-        size_t pick = n;
-        for (size_t i = 0; i < n && pick == n; i++)
-            if (!done[i] && kids[i] == 0)
-                pick = i;
-        if (pick == n)   /* a cycle cannot happen with content ids; be safe */
-            for (size_t i = 0; i < n && pick == n; i++)
-                if (!done[i])
-                    pick = i;
-        done[pick] = 1;
-        out[k] = g->v[pick];
-        long up = g->v[pick].has_up ? node_find(g, &g->v[pick].up) : -1;
-        if (up >= 0 && kids[up])
-            kids[up]--;
-    }
-    memcpy(g->v, out, n * sizeof *out);
-    free(kids);
-    free(done);
+    free(order);
+    free(ids);
     free(out);
 }
 
@@ -1412,42 +1394,20 @@ static int plan_options(const char *cmd, int argc, char **argv, tvs_plan_opts *p
     return 0;
 }
 
-static int write_fd(void *payload, const uint8_t *p, size_t n)
+static int write_out(void *payload, const uint8_t *p, size_t n)
 {
-    int fd = *(int *)payload;
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return tvs__fail(TVS_EIO, "write: %s", strerror(errno));
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
+    return tvs_outfile_write(payload, p, n);
 }
 
 /* Write the plan's output to @p path ("-" = stdout), through a temporary name. */
 static int write_plan(tvs_plan *p, const char *path)
 {
-    char tmp[4200];
-    int fd = STDOUT_FILENO, to_stdout = strcmp(path, "-") == 0, rc;
-    if (!to_stdout) {
-        snprintf(tmp, sizeof tmp, "%s.tvs-tmp-%ld", path, (long)getpid());
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0)
-            return tvs__fail(TVS_EIO, "cannot create %s: %s", tmp, strerror(errno));
-    }
-    rc = tvs_plan_exec(p, 0, UINT64_MAX, write_fd, &fd);
-    if (!to_stdout) {
-        if (close(fd) && !rc)
-            rc = tvs__fail(TVS_EIO, "%s: %s", tmp, strerror(errno));
-        if (!rc && rename(tmp, path))
-            rc = tvs__fail(TVS_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        if (rc)
-            unlink(tmp);
-    }
-    return rc;
+    tvs_outfile out;
+    int rc = tvs_outfile_open(&out, path);
+    if (rc)
+        return rc;
+    rc = tvs_plan_exec(p, 0, UINT64_MAX, write_out, &out);
+    return tvs_outfile_close(&out, rc);
 }
 
 static int parse_size(uint64_t *out, const char *s)

@@ -10,13 +10,13 @@
  * place.
  */
 #include "engine/model.h"
+#include "engine/outfile.h"
 #include "engine/pipe.h"
 #include "engine/store_int.h"
 #include "engine/tensor.h"
 #include "format/codec.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -56,19 +56,6 @@ static int decode_job(void *payload, int worker, size_t j, uint8_t *slot, size_t
     return tvs_chunk_plan_decode(slot, slot + cap / 2, &jb->plan, e->ctx[worker]);
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n, const char *path)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return tvs__fail(TVS_EIO, "%s: write: %s", path, strerror(errno));
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
 
 static int add_tensor(exp_state *e, tvs_txn *txn, const tvs_id *id, const char *name)
 {
@@ -108,7 +95,7 @@ static int add_tensor(exp_state *e, tvs_txn *txn, const tvs_id *id, const char *
 }
 
 /* Stream the planned jobs to @p fd, checking each tensor's checksum. */
-static int stream(exp_state *e, int fd, const char *path, const tvs_export_opts *o,
+static int stream(exp_state *e, tvs_outfile *out, const tvs_export_opts *o,
                   uint64_t *done, uint64_t total)
 {
     tvs__pipe *pipe = NULL;
@@ -139,7 +126,7 @@ static int stream(exp_state *e, int fd, const char *path, const tvs_export_opts 
                                "checksum; the store is damaged (run 'tvs fsck')", x->name);
         }
         if (!rc)
-            rc = write_all(fd, buf, len, path);
+            rc = tvs_outfile_write(out, buf, len);
         *done += len;
         if (o->progress)
             o->progress(o->progress_payload, *done, total);
@@ -199,34 +186,20 @@ static int export_file(exp_state *e, tvs_txn *txn, const tvs_model_file *f,
     if (rc)
         goto out;
 
-    int to_stdout = strcmp(path, "-") == 0, fd = STDOUT_FILENO;
-    char tmp[4200];
-    if (!to_stdout) {
-        snprintf(tmp, sizeof tmp, "%s.tvs-tmp-%ld", path, (long)getpid());
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0) {
-            rc = tvs__fail(TVS_EIO, "cannot create %s: %s", tmp, strerror(errno));
-            goto out;
-        }
-    }
+    tvs_outfile out;
+    if ((rc = tvs_outfile_open(&out, path)))
+        goto out;
     if (f->kind == TVS_FILE_SAFETENSORS) {
         uint8_t pre[8];
         tvs_store_le64(pre, f->header.len);
-        rc = write_all(fd, pre, 8, path);
+        rc = tvs_outfile_write(&out, pre, 8);
         if (!rc)
-            rc = write_all(fd, f->header.ptr, f->header.len, path);
+            rc = tvs_outfile_write(&out, f->header.ptr, f->header.len);
         *done += 8 + f->header.len;
     }
     if (!rc)
-        rc = stream(e, fd, path, o, done, total);
-    if (!to_stdout) {
-        if (close(fd) && !rc)
-            rc = tvs__fail(TVS_EIO, "%s: %s", tmp, strerror(errno));
-        if (!rc && rename(tmp, path))
-            rc = tvs__fail(TVS_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        if (rc)
-            unlink(tmp);
-    }
+        rc = stream(e, &out, o, done, total);
+    rc = tvs_outfile_close(&out, rc);
 out:
     tvs_st_header_dispose(&h);
     return rc;
