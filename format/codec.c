@@ -25,6 +25,8 @@ struct tvs_codec_ctx {
     int cctx_level;
     uint8_t *scratch;      /* planes during split / decode */
     size_t max_raw;
+    uint8_t *view;         /* tvs_chunk_view: decoded chunks of any length */
+    size_t view_cap;
 };
 
 int tvs_codec_ctx_new(tvs_codec_ctx **out, size_t max_raw)
@@ -51,6 +53,7 @@ void tvs_codec_ctx_free(tvs_codec_ctx *c)
     ZSTD_freeCCtx(c->cctx);
     ZSTD_freeDCtx(c->dctx);
     tvs_free(c->scratch);
+    tvs_free(c->view);
     tvs_free(c);
 }
 
@@ -346,6 +349,36 @@ int tvs_chunk_info(uint8_t *codec, uint32_t *raw_len, tvs_span chunk)
                          chunk.ptr[0]);
     *codec = chunk.ptr[1];
     *raw_len = tvs_load_le32(chunk.ptr + 2);
+    return 0;
+}
+
+int tvs_chunk_view(tvs_span *out, tvs_span chunk, tvs_codec_ctx *c)
+{
+    uint8_t codec = 0;
+    uint32_t raw_len = 0;
+    int rc = tvs_chunk_info(&codec, &raw_len, chunk);
+    if (rc)
+        return rc;
+    if (codec == TVS_CODEC_RAW) {
+        if (chunk.len - TVS_CHUNK_HDR != raw_len)
+            return tvs__fail(TVS_ECORRUPT, "chunk: raw payload of %zu bytes, declared %u",
+                             chunk.len - TVS_CHUNK_HDR, raw_len);
+        *out = (tvs_span){ chunk.ptr + TVS_CHUNK_HDR, raw_len };
+        return 0;
+    }
+    if (raw_len > TVS_CHUNK_MAX)
+        return tvs__fail(TVS_ECORRUPT, "chunk: %u raw bytes is over the limit of %u",
+                         raw_len, TVS_CHUNK_MAX);
+    if (c->view_cap < raw_len) {
+        uint8_t *p = tvs_realloc(c->view, raw_len);
+        if (!p)
+            return tvs__fail(TVS_ENOMEM, "out of memory for a %u-byte chunk", raw_len);
+        c->view = p;
+        c->view_cap = raw_len;
+    }
+    if ((rc = tvs_chunk_decode(c->view, raw_len, chunk, c)))
+        return rc;
+    *out = (tvs_span){ c->view, raw_len };
     return 0;
 }
 

@@ -81,6 +81,14 @@ int tvs_chunk_decode_planes(const uint8_t **planes, unsigned *w, int *rot, size_
 /** Read the header of a chunk object: codec id and raw length. */
 int tvs_chunk_info(uint8_t *codec, uint32_t *raw_len, tvs_span chunk);
 
+/**
+ * The raw bytes of @p chunk, whatever their length: in place for a raw
+ * chunk, else decoded into a buffer owned by @p ctx (valid until the next
+ * call with the same ctx). For chunks that are not a byte range of a tensor
+ * (lossy chunks). @return 0, TVS_ECORRUPT, TVS_ENOMEM
+ */
+int tvs_chunk_view(tvs_span *out, tvs_span chunk, tvs_codec_ctx *ctx);
+
 /** Name of a codec id ("raw", "zstd", "planes"), "?" if unknown. */
 const char *tvs_codec_name(unsigned codec);
 

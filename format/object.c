@@ -73,6 +73,8 @@ int tvs_tensor_encode(tvs_buf *b, const tvs_tensor_obj *t)
         rc = tvs_buf_append(b, t->base.b, TVS_ID_LEN);
         if (!rc) rc = tvs_buf_put_u8(b, t->transform);
     }
+    if (!rc && t->encoding == TVS_ENC_LOSSY)
+        rc = tvs_buf_append(b, t->base.b, TVS_ID_LEN);
     return rc;
 }
 
@@ -93,7 +95,7 @@ int tvs_tensor_decode(tvs_tensor_obj *t, tvs_span bytes)
         return tvs__fail(TVS_ECORRUPT, "tensor object version %u is not supported", ver);
     if (!tvs_dtype_bits(dtype))
         return tvs__fail(TVS_ECORRUPT, "tensor object: unknown dtype id %u", dtype);
-    if (t->encoding > TVS_ENC_DELTA)
+    if (t->encoding > TVS_ENC_LOSSY)
         return tvs__fail(TVS_ECORRUPT, "tensor object: unknown encoding %u", t->encoding);
     if (rank > TVS_ST_MAX_RANK || flags)
         return tvs__fail(TVS_ECORRUPT, "tensor object: rank %u / flags %u out of range",
@@ -138,6 +140,18 @@ int tvs_tensor_decode(tvs_tensor_obj *t, tvs_span bytes)
             return tvs__fail(TVS_ECORRUPT, "tensor object: delta transform %u does not fit "
                              "%llu bytes in chunks of %u", t->transform,
                              (unsigned long long)t->nbytes, t->chunk_size);
+    }
+    if (t->encoding == TVS_ENC_LOSSY) {
+        if ((rc = tvs_read_bytes(&r, &s, TVS_ID_LEN)))
+            return rc;
+        memcpy(t->base.b, s.ptr, TVS_ID_LEN);
+        unsigned w = tvs_dtype_bits(t->dtype) / 8;
+        if (t->dtype != TVS_DTYPE_BF16 && t->dtype != TVS_DTYPE_F16 && t->dtype != TVS_DTYPE_F32)
+            return tvs__fail(TVS_ECORRUPT, "tensor object: a lossy tensor of dtype %s "
+                             "(only BF16, F16 and F32)", tvs_dtype_name(t->dtype));
+        if (t->chunk_size % w)
+            return tvs__fail(TVS_ECORRUPT, "tensor object: lossy chunks of %u bytes do not "
+                             "hold whole %s elements", t->chunk_size, tvs_dtype_name(t->dtype));
     }
     return tvs_read_end(&r);
 }
@@ -289,7 +303,7 @@ int tvs_model_decode(tvs_model_obj *m, tvs_span bytes)
         return tvs__fail(TVS_ECORRUPT, "object type %u is not a model", type);
     if (ver != TVS_OBJ_VERSION)
         return tvs__fail(TVS_ECORRUPT, "model object version %u is not supported", ver);
-    if (m->kind > TVS_MODEL_DELTA || (m->flags & ~TVS_MODEL_SINGLE_FILE))
+    if (m->kind > TVS_MODEL_DELTA || (m->flags & ~(TVS_MODEL_SINGLE_FILE | TVS_MODEL_LOSSY)))
         return tvs__fail(TVS_ECORRUPT, "model object: kind %u / flags %u unknown",
                          m->kind, m->flags);
     if ((rc = read_id(&r, &m->base)) || (rc = tvs_read_le32(&r, &n)) ||
@@ -350,7 +364,7 @@ int tvs_object_children(tvs_span b, int (*cb)(const tvs_id *, int, void *), void
             tvs_tensor_chunk_id(&id, &t, i);
             rc = cb(&id, TVS_OBJ_CHUNK, payload);
         }
-        if (!rc && t.encoding == TVS_ENC_DELTA)
+        if (!rc && tvs_encoding_has_base(t.encoding))
             rc = cb(&t.base, TVS_OBJ_TENSOR, payload);
         return rc;
     }

@@ -25,7 +25,14 @@ enum { TVS_OBJ_CHUNK = 1, TVS_OBJ_TENSOR = 2, TVS_OBJ_MODEL = 3 };
 enum {
     TVS_ENC_CHUNKED = 0,   /**< the decoded bytes, cut into lossless chunks */
     TVS_ENC_DELTA = 1,     /**< chunks hold t(bytes, base bytes) (format/delta.h) */
+    TVS_ENC_LOSSY = 2,     /**< chunks hold lossy chunks over the base (format/lossy.h) */
 };
+
+/** Encodings whose chunks are applied to a base tensor's bytes. */
+static inline int tvs_encoding_has_base(unsigned enc)
+{
+    return enc == TVS_ENC_DELTA || enc == TVS_ENC_LOSSY;
+}
 
 typedef struct {
     tvs_dtype dtype;
@@ -37,7 +44,8 @@ typedef struct {
     uint32_t chunk_size;        /**< raw bytes per chunk; the last may be short */
     uint32_t n_chunks;
     const uint8_t *chunk_ids;   /**< n_chunks ids of 16 bytes, borrowed */
-    tvs_id base;                /**< DELTA: the base tensor (same dtype, shape, chunk size) */
+    tvs_id base;                /**< DELTA, LOSSY: the base tensor (same dtype, size and
+                                     chunk size) */
     uint8_t transform;          /**< DELTA: TVS_DELTA_* */
 } tvs_tensor_obj;
 
@@ -56,7 +64,11 @@ int tvs_tensor_encode(tvs_buf *out, const tvs_tensor_obj *t);
 int tvs_tensor_decode(tvs_tensor_obj *out, tvs_span bytes);
 
 enum { TVS_MODEL_FULL = 0, TVS_MODEL_DELTA = 1 };
-enum { TVS_MODEL_SINGLE_FILE = 1 };       /**< flags: imported from one file */
+enum {
+    TVS_MODEL_SINGLE_FILE = 1,   /**< flags: imported from one file */
+    TVS_MODEL_LOSSY = 2,         /**< flags: some tensors are lossy (export rebuilds
+                                      approximations of the imported files) */
+};
 enum { TVS_FILE_SAFETENSORS = 0, TVS_FILE_BLOB = 1 };
 
 typedef struct {

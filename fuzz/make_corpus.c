@@ -13,6 +13,10 @@
  *                     and delta), model objects
  *   chunk_roundtrip/  parameter byte (fuzz.h) + raw data
  *   delta_roundtrip/  transform byte (fuzz.h) + fine-tune + base
+ *   lossy_decode/     dtype byte, u32 n, then a lossy chunk (format/lossy.h)
+ *                     of n elements: every unit codec, every mask layout,
+ *                     every BLOCKQ width and flag, LOWRANK factors of every
+ *                     dtype, VERBATIM, and a chunk of them all per dtype
  *
  * Usage: make_corpus OUT_DIR [MODEL_DIR]. MODEL_DIR holds
  * base-v1.safetensors (BF16), base-v1.f32.safetensors and
@@ -30,6 +34,7 @@
 
 #include "format/codec.h"
 #include "format/delta.h"
+#include "format/lossy.h"
 #include "format/object.h"
 #include "format/safetensors.h"
 
@@ -688,6 +693,126 @@ static void models(void)
     tvs_buf_dispose(&j1), tvs_buf_dispose(&j2), tvs_buf_dispose(&j3);
 }
 
+/* ---- lossy_decode: dtype byte (value % 3: BF16, F16, F32), u32 n, chunk */
+
+typedef struct {
+    uint32_t n;
+    tvs_lossy_params p;
+    int clustered;   /* large entries in runs (a RUNS mask), else spread out */
+} lossy_unit_spec;
+
+/* A delta that looks like a fine-tune's: small, with some large entries. */
+static void lossy_delta(float *d, size_t n, int clustered)
+{
+    for (size_t i = 0; i < n; i++)
+        d[i] = weight() * (clustered ? (i % 1000 < 40 ? 5.0f : 0.05f)
+                                     : (i % 37 == 0 ? 0.5f : 0.05f));
+}
+
+static void lossy_seed(const char *name, int dt_sel, const lossy_unit_spec *u, size_t n_units)
+{
+    static const tvs_dtype dts[3] = { TVS_DTYPE_BF16, TVS_DTYPE_F16, TVS_DTYPE_F32 };
+    tvs_dtype dt = dts[dt_sel];
+    unsigned w = dt == TVS_DTYPE_F32 ? 4 : 2;
+    tvs_buf b = TVS_BUF_INIT;
+    uint32_t n = 0;
+    for (size_t k = 0; k < n_units; k++)
+        n += u[k].n;
+    int rc = tvs_buf_put_u8(&b, (uint8_t)dt_sel);
+    if (!rc)
+        rc = tvs_buf_put_le32(&b, n);
+    if (!rc)
+        rc = tvs_lossy_chunk_begin(&b, (uint32_t)n_units);
+    for (size_t k = 0; !rc && k < n_units; k++) {
+        size_t cap = tvs_lossy_unit_bound(&u[k].p, u[k].n, dt), len = 0;
+        float *d = malloc(u[k].n * sizeof *d);
+        uint8_t *e = malloc(cap + 1), *ft = malloc((size_t)u[k].n * w);
+        void *scratch = malloc(tvs_lossy_scratch_size(&u[k].p, u[k].n) + 1);
+        if (!d || !e || !ft || !scratch)
+            die("lossy seed", TVS_ENOMEM);
+        lossy_delta(d, u[k].n, u[k].clustered);
+        for (size_t i = 0; i < (size_t)u[k].n * w; i++)
+            ft[i] = (uint8_t)next();
+        rc = tvs_lossy_unit_encode(e, cap, &len, &u[k].p, d, ft, dt, u[k].n, scratch);
+        if (!rc) {
+            tvs_lossy_unit lu = { u[k].n, 0.25f, 1.0f, u[k].p.codec, { e, len } };
+            rc = tvs_lossy_chunk_add(&b, &lu);
+        }
+        free(d), free(e), free(ft), free(scratch);
+    }
+    if (rc)
+        die(name, rc);
+    put("lossy_decode", name, b.ptr, b.len);
+    tvs_buf_dispose(&b);
+}
+
+static void lossy(void)
+{
+    const tvs_lossy_params zero = { .codec = TVS_LC_ZERO };
+    const tvs_lossy_params verbatim = { .codec = TVS_LC_VERBATIM };
+    const tvs_lossy_params sign_all = { .codec = TVS_LC_SIGN, .density = 1.0f };
+    const tvs_lossy_params sign_bitmap = { .codec = TVS_LC_SIGN, .density = 0.5f };
+    const tvs_lossy_params sign_index = { .codec = TVS_LC_SIGN, .density = 0.02f };
+    const tvs_lossy_params sparse_runs = { .codec = TVS_LC_SPARSEQ, .density = 0.03f,
+                                           .bits = 4, .block = 16 };
+    const tvs_lossy_params sparse_bitmap = { .codec = TVS_LC_SPARSEQ, .density = 0.4f,
+                                             .bits = 3, .block = 9, .flags = 3 };
+    const tvs_lossy_params lowrank = { .codec = TVS_LC_LOWRANK, .rows = 16, .cols = 24,
+                                       .rank = 3, .factor_dtype = TVS_DTYPE_BF16 };
+    static const char *const dt_names[3] = { "bf16", "f16", "f32" };
+    char name[64];
+    for (int dt = 0; dt < 3; dt++) {
+        tvs_lossy_params bq = { .codec = TVS_LC_BLOCKQ, .bits = 2, .block = 64,
+                                .flags = TVS_BQ_ZERO | TVS_BQ_CODEBOOK };
+        lossy_unit_spec all[] = {
+            { 100, zero, 0 }, { 200, sign_all, 0 }, { 300, sign_bitmap, 0 }, { 500, sign_index, 0 },
+            { 600, sparse_runs, 1 }, { 300, sparse_bitmap, 0 }, { 700, bq, 0 }, { 384, lowrank, 0 },
+            { 50, verbatim, 0 },
+        };
+        snprintf(name, sizeof name, "chunk-every-codec-%s", dt_names[dt]);
+        lossy_seed(name, dt, all, sizeof all / sizeof *all);
+    }
+    for (unsigned bits = 1; bits <= 8; bits++) {
+        lossy_unit_spec u = { 4096 + 7, { .codec = TVS_LC_BLOCKQ, .bits = (uint8_t)bits,
+                                          .block = (uint16_t)(bits % 2 ? 64 : 13),
+                                          .flags = (uint8_t)(bits % 4) }, 0 };
+        snprintf(name, sizeof name, "blockq-b%u-flags%u", bits, bits % 4);
+        lossy_seed(name, (int)bits % 3, &u, 1);
+    }
+    lossy_unit_spec s1[] = { { 5000, sign_index, 0 }, { 3000, sign_bitmap, 0 } };
+    lossy_seed("sign-index-then-bitmap-f16", 1, s1, 2);
+    /* RUNS: the kept entries of a SPARSEQ unit in a few clusters */
+    lossy_unit_spec s2[] = { { 9000, sparse_runs, 1 } };
+    lossy_seed("sparseq-9000-bf16", 0, s2, 1);
+    lossy_unit_spec s3[] = { { 4200, { .codec = TVS_LC_SPARSEQ, .density = 1.0f, .bits = 8,
+                                       .block = 4096 }, 0 } };
+    lossy_seed("sparseq-all-b8-f32", 2, s3, 1);
+    for (int f = TVS_DTYPE_F16; f <= TVS_DTYPE_F32; f++) {
+        lossy_unit_spec lr[] = { { 40 * 50, { .codec = TVS_LC_LOWRANK, .rows = 40, .cols = 50,
+                                              .rank = 5, .factor_dtype = (tvs_dtype)f }, 0 } };
+        snprintf(name, sizeof name, "lowrank-r5-%s", tvs_dtype_name((tvs_dtype)f));
+        lossy_seed(name, f - TVS_DTYPE_F16, lr, 1);
+    }
+    lossy_unit_spec v[] = { { 33, verbatim, 0 }, { 31, zero, 0 } };
+    lossy_seed("verbatim-then-zero-f32", 2, v, 2);
+    /* LOWRANK from given factors (an imported adapter) */
+    uint8_t u8[2 * 8 * 2], v8[2 * 2 * 6], unit[17 + sizeof u8 + sizeof v8];
+    for (size_t i = 0; i < sizeof u8; i += 2)
+        u8[i] = (uint8_t)next(), u8[i + 1] = 0x3c;
+    for (size_t i = 0; i < sizeof v8; i += 2)
+        v8[i] = (uint8_t)next(), v8[i + 1] = 0xbb;
+    size_t len;
+    int rc = tvs_lossy_lowrank_put(unit, sizeof unit, &len, 8, 6, 2, TVS_DTYPE_BF16, 0.5f, u8,
+                                   v8);
+    tvs_buf b = TVS_BUF_INIT;
+    tvs_lossy_unit lu = { 48, 0, 0, TVS_LC_LOWRANK, { unit, len } };
+    if (rc || (rc = tvs_buf_put_u8(&b, 1)) || (rc = tvs_buf_put_le32(&b, 48)) ||
+        (rc = tvs_lossy_chunk_begin(&b, 1)) || (rc = tvs_lossy_chunk_add(&b, &lu)))
+        die("lowrank put seed", rc);
+    put("lossy_decode", "lowrank-put-8x6-bf16-factors", b.ptr, b.len);
+    tvs_buf_dispose(&b);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || argc > 3) {
@@ -712,6 +837,7 @@ int main(int argc, char **argv)
     static const uint8_t junk[] = { 4, 1, 2, 3 };
     put("object_decode", "unknown-type", junk, sizeof junk);
     put("object_decode", "empty", junk, 0);
+    lossy();   /* last: it draws from the data generator after every other target */
     tvs_codec_ctx_free(ctx);
     return 0;
 }

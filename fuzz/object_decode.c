@@ -112,6 +112,11 @@ static size_t check_tensor(tvs_span in)
         FUZZ_CHECK(w != 0 && t.nbytes % w == 0 && t.chunk_size % w == 0);
         children++;   /* the base tensor */
     }
+    if (t.encoding == TVS_ENC_LOSSY) {
+        unsigned w = tvs_dtype_bits(t.dtype) / 8;
+        FUZZ_CHECK((w == 2 || w == 4) && t.chunk_size % w == 0);
+        children++;   /* the base tensor */
+    }
     tvs_buf b = TVS_BUF_INIT;
     FUZZ_CHECK(tvs_tensor_encode(&b, &t) == 0);
     check_canonical(&b, in);

@@ -389,6 +389,30 @@ Test(object, a_delta_tensors_children_include_its_base)
     tvs_buf_dispose(&b);
 }
 
+/* A lossy tensor: the base's id last, no transform; BF16/F16/F32 only. */
+Test(object, a_lossy_tensor_round_trips_and_names_its_base)
+{
+    tvs_tensor_obj t = sample_tensor(), d;
+    t.dtype = TVS_DTYPE_BF16;
+    t.encoding = TVS_ENC_LOSSY;
+    t.base = id_n(7);
+    tvs_buf b = encode_tensor(&t);
+    cr_assert_eq(b.ptr[3], TVS_ENC_LOSSY);
+    cr_assert_arr_eq(b.ptr + b.len - 16, t.base.b, 16, "the base id last");
+    tt_ok(tvs_tensor_decode(&d, (tvs_span){ b.ptr, b.len }));
+    assert_tensor_eq(&t, &d);
+    cr_assert(tvs_id_eq(&d.base, &t.base));
+    kids_t k = { 0 };
+    tt_ok(tvs_object_children((tvs_span){ b.ptr, b.len }, count_types, &k));
+    cr_assert_eq(k.tensors, 1, "the base tensor");
+    for (size_t n = 0; n < b.len; n++)
+        cr_assert_eq(decode_tensor_bytes(b.ptr, n), TVS_ECORRUPT, "cut to %zu bytes", n);
+    b.ptr[2] = TVS_DTYPE_I16;
+    tt_fails(decode_tensor_bytes(b.ptr, b.len), TVS_ECORRUPT);
+    tt_msg_has("lossy tensor of dtype I16");
+    tvs_buf_dispose(&b);
+}
+
 /* Mutate byte @p at of the sample tensor's encoding; expect ECORRUPT. */
 static void tensor_rejects(size_t at, uint8_t value, const char *needle)
 {
@@ -699,8 +723,10 @@ Test(object, model_decode_rejects_a_wrong_type_version_kind_or_flags)
     b.ptr[M_KIND] = 2;
     model_rejects(&b, "kind 2", "kind");
     b.ptr[M_KIND] = 0;
-    b.ptr[M_FLAGS] = 2;
-    model_rejects(&b, "flags 2", "flags");
+    b.ptr[M_FLAGS] = 4;
+    model_rejects(&b, "flags 4", "flags");
+    b.ptr[M_FLAGS] = TVS_MODEL_LOSSY;   /* known: some tensors are lossy */
+    tt_ok(decode_model_bytes(b.ptr, b.len));
     b.ptr[M_FLAGS] = 0x81;
     model_rejects(&b, "flags", "flags");
     b.ptr[M_FLAGS] = 0;

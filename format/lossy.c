@@ -1,0 +1,2285 @@
+/*
+ * Lossy chunks and unit codecs (format/lossy.h, SPEC.md 2.7).
+ *
+ * Decoding is streaming: a unit decoder (udec) keeps a sequential cursor
+ * (mask position, value index, low-rank row) and hands out the delta in
+ * pieces of at most PIECE values; apply adds each piece to the base through
+ * a stack buffer. Nothing is allocated. Every length is checked before the
+ * bytes behind it are read, and most content rules (finite floats, padding
+ * bits, bitmap popcount) are checked when a unit is opened, so a bad unit
+ * usually fails before anything is written; mask varints (INDEX, RUNS) are
+ * checked as they are read.
+ *
+ * Encoders are deterministic: IEEE f32/f64 arithmetic in a fixed order
+ * (the build sets -ffp-contract=off), sqrt as the only rounding libm call,
+ * a fixed-seed PRNG for the low-rank test matrix. Hot loops are written so
+ * the compiler can vectorize them (SSE2 baseline, compiled at -O3); lane
+ * order is part of the source, so vectorized or not the bits are the same.
+ *
+ * Assumes a little-endian host, as the rest of format/ does.
+ */
+#include "format/lossy.h"
+
+#include <math.h>
+#include <stdio.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "format/lossy.c assumes a little-endian host"
+#endif
+
+#define PIECE 4096u        /* values per decoded piece (a stack buffer of floats) */
+#define STRIP 256u         /* low-rank columns per accumulation strip */
+#define UNIT_HDR 17u       /* u32 n, f32 err, f32 norm, u8 codec, u32 len */
+#define MASK_HDR 9u        /* u8 layout, u32 k, u32 mask_len */
+#define BQ_HDR 8u          /* u8 bits, u16 block, u8 flags, f32 mul */
+#define LR_HDR 17u         /* u32 rows, u32 cols, u32 rank, u8 dtype, f32 scale */
+
+/* ---- small helpers */
+
+static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static inline int finite32(uint32_t u) { return (u & 0x7f800000u) != 0x7f800000u; }
+static inline int finite16(uint16_t h) { return (h & 0x7c00u) != 0x7c00u; }
+static inline int finite_bf16(uint16_t h) { return (h & 0x7f80u) != 0x7f80u; }
+static inline size_t ceil8(uint64_t bits) { return (size_t)((bits + 7) / 8); }
+
+/* popcount without -mpopcnt (the builtin would be a libgcc call) */
+static inline unsigned pop64(uint64_t x)
+{
+    x = x - ((x >> 1) & 0x5555555555555555ull);
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+    return (unsigned)((x * 0x0101010101010101ull) >> 56);
+}
+
+/* c ? x : y with masks, no branch: the compiler keeps the float operations
+ * of both sides unconditional (trapping math would stop it speculating them),
+ * so loops over these conversions vectorize. */
+static inline uint32_t sel(int c, uint32_t x, uint32_t y)
+{
+    uint32_t m = 0u - (uint32_t)c;
+    return (x & m) | (y & ~m);
+}
+
+/* f16 -> f32, exact and branch-free (the same bits as tvs_f16_to_f32). */
+static inline float h2f(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, a = h & 0x7fffu, e = a & 0x7c00u;
+    uint32_t norm = (a << 13) + (112u << 23);
+    uint32_t sub = f2u(u2f((a << 13) + (113u << 23)) - u2f(113u << 23));
+    uint32_t r = sel(e == 0x7c00u, norm + (112u << 23), sel(e == 0, sub, norm));
+    return u2f(r | sign);
+}
+
+/* f32 -> f16, round to nearest even (the same bits as tvs_f32_to_f16).
+ * Subnormals: adding 0.5 leaves the f16 subnormal units in the low bits,
+ * rounded by the FPU. */
+static inline uint16_t f2h(float f)
+{
+    uint32_t u = f2u(f), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    uint32_t nan = 0x7e00u | ((a >> 13) & 0x3ffu);
+    uint32_t m = a - 0x38000000u;
+    uint32_t norm = (m + 0xfffu + ((m >> 13) & 1)) >> 13;
+    uint32_t sub = f2u(u2f(a) + 0.5f) - 0x3f000000u;
+    uint32_t r = sel(a > 0x7f800000u, nan,
+                     sel(a >= 0x477ff000u, 0x7c00u, sel(a >= 0x38800000u, norm, sub)));
+    return (uint16_t)(sign | r);
+}
+
+/* f32 -> bf16, round to nearest even (the same bits as tvs_f32_to_bf16). */
+static inline uint16_t f2bf(float f)
+{
+    uint32_t u = f2u(f);
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1)) >> 16;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r);
+}
+
+/* Bits [pos, pos + nb) of an LSB-first stream of @p len bytes (nb <= 57);
+ * bytes past the end read as zero. */
+static inline uint64_t bits_at(const uint8_t *p, size_t len, uint64_t pos, unsigned nb)
+{
+    size_t b = (size_t)(pos >> 3);
+    uint64_t v = 0;
+    if (b + 8 <= len)
+        v = tvs_load_le64(p + b);
+    else
+        for (size_t i = 0; i < 8 && b + i < len; i++)
+            v |= (uint64_t)p[b + i] << (8 * i);
+    v >>= pos & 7;
+    return v & ((1ull << nb) - 1);
+}
+
+static inline void set_bits(uint64_t *w, size_t a, size_t b)   /* bits [a, b) */
+{
+    while (a < b) {
+        size_t i = a / 64, lo = a % 64, hi = TVS_MIN(b - i * 64, 64);
+        uint64_t m = (hi == 64 ? ~0ull : (1ull << hi) - 1) & ~((1ull << lo) - 1);
+        w[i] |= m;
+        a = i * 64 + hi;
+    }
+}
+
+/* ---- LEB128 */
+
+static size_t leb_len(uint32_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static uint8_t *leb_put(uint8_t *p, uint32_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* One varint at p[*off]: < 2^32, at most 5 bytes, not overlong. */
+static int leb_read(uint32_t *out, const uint8_t *p, size_t len, size_t *off)
+{
+    uint32_t v = 0;
+    for (unsigned i = 0; i < 5; i++) {
+        if (*off >= len)
+            return tvs__fail(TVS_ECORRUPT, "mask varint truncated at mask byte %zu", *off);
+        uint8_t b = p[(*off)++];
+        if (i == 4 && b > 0x0f)
+            return tvs__fail(TVS_ECORRUPT, "mask varint at mask byte %zu exceeds 2^32 - 1",
+                             *off - 5);
+        v |= (uint32_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            if (b == 0 && i > 0)
+                return tvs__fail(TVS_ECORRUPT, "overlong mask varint at mask byte %zu",
+                                 *off - i - 1);
+            *out = v;
+            return 0;
+        }
+    }
+    return tvs__fail(TVS_ECORRUPT, "mask varint longer than 5 bytes");   /* not reached */
+}
+
+static inline int leb_next(uint32_t *out, const uint8_t *p, size_t len, size_t *off)
+{
+    if (*off < len && p[*off] < 0x80) {
+        *out = p[(*off)++];
+        return 0;
+    }
+    return leb_read(out, p, len, off);
+}
+
+/* ---- reading headers: a cursor whose failures name what was read */
+
+typedef struct {
+    const uint8_t *p;
+    size_t len, off;
+} rd;
+
+static int rd_need(rd *r, size_t k, const char *what)
+{
+    if (k > r->len - r->off)
+        return tvs__fail(TVS_ECORRUPT, "%s truncated (need %zu bytes at byte %zu, have %zu)",
+                         what, k, r->off, r->len - r->off);
+    return 0;
+}
+
+static int rd_u8(rd *r, uint8_t *v, const char *what)
+{
+    int rc = rd_need(r, 1, what);
+    if (!rc)
+        *v = r->p[r->off++];
+    return rc;
+}
+
+static int rd_u16(rd *r, uint16_t *v, const char *what)
+{
+    int rc = rd_need(r, 2, what);
+    if (!rc)
+        *v = ld16(r->p + r->off), r->off += 2;
+    return rc;
+}
+
+static int rd_u32(rd *r, uint32_t *v, const char *what)
+{
+    int rc = rd_need(r, 4, what);
+    if (!rc)
+        *v = tvs_load_le32(r->p + r->off), r->off += 4;
+    return rc;
+}
+
+static int rd_f32(rd *r, float *v, const char *what)
+{
+    uint32_t u;
+    int rc = rd_u32(r, &u, what);
+    if (rc)
+        return rc;
+    if (!finite32(u))
+        return tvs__fail(TVS_ECORRUPT, "%s is not finite (0x%08x)", what, u);
+    *v = u2f(u);
+    return 0;
+}
+
+static int rd_take(rd *r, const uint8_t **out, uint64_t k, const char *what)
+{
+    if (k > r->len - r->off)
+        return tvs__fail(TVS_ECORRUPT, "%s truncated (need %llu bytes at byte %zu, have %zu)",
+                         what, (unsigned long long)k, r->off, r->len - r->off);
+    *out = r->p + r->off;
+    r->off += (size_t)k;
+    return 0;
+}
+
+static int rd_end(rd *r)
+{
+    if (r->off != r->len)
+        return tvs__fail(TVS_ECORRUPT, "%zu trailing bytes after the payload", r->len - r->off);
+    return 0;
+}
+
+/* ---- names */
+
+const char *tvs_lossy_codec_name(unsigned codec)
+{
+    static const char *const names[] = { "zero", "sign", "blockq", "sparseq", "lowrank",
+                                         "verbatim" };
+    return codec < TVS_LC_COUNT ? names[codec] : "?";
+}
+
+const char *tvs_mask_layout_name(unsigned layout)
+{
+    static const char *const names[] = { "all", "bitmap", "index", "runs" };
+    return layout <= TVS_MASK_RUNS ? names[layout] : "?";
+}
+
+int tvs_lossy_dtype_ok(tvs_dtype dt)
+{
+    return dt == TVS_DTYPE_BF16 || dt == TVS_DTYPE_F16 || dt == TVS_DTYPE_F32;
+}
+
+static unsigned width_of(tvs_dtype dt) { return dt == TVS_DTYPE_F32 ? 4 : 2; }
+
+/* =====================================================================
+ * Masks
+ * ===================================================================== */
+
+typedef struct {
+    uint8_t layout;
+    uint32_t k;            /* kept entries */
+    size_t n;              /* entries */
+    const uint8_t *p;      /* mask bytes */
+    size_t len, off;       /* their count; next varint (INDEX, RUNS) */
+    size_t pos;            /* entries handed out */
+    uint64_t kept;         /* INDEX: indices read; RUNS: sum of kept runs read */
+    uint64_t next;         /* INDEX: the pending kept index (have_next) */
+    int have_next;
+    int in_kept;           /* RUNS: kind of the current run */
+    uint64_t run_end;      /* RUNS: entries covered by the runs read */
+} mask_cur;
+
+static int mask_open(mask_cur *c, rd *r, size_t n)
+{
+    uint32_t mask_len;
+    int rc;
+    memset(c, 0, sizeof *c);
+    c->n = n;
+    c->in_kept = 1;   /* so the first run read is an unkept one */
+    if ((rc = rd_u8(r, &c->layout, "mask layout")) || (rc = rd_u32(r, &c->k, "mask count")) ||
+        (rc = rd_u32(r, &mask_len, "mask length")))
+        return rc;
+    if (c->layout > TVS_MASK_RUNS)
+        return tvs__fail(TVS_ECORRUPT, "unknown mask layout %u", c->layout);
+    if (c->k < 1 || c->k > n)
+        return tvs__fail(TVS_ECORRUPT, "mask keeps %u of %zu entries (must be 1..%zu)", c->k,
+                         n, n);
+    if (c->layout == TVS_MASK_ALL && (c->k != n || mask_len != 0))
+        return tvs__fail(TVS_ECORRUPT, "mask layout all keeps %u of %zu entries with %u mask "
+                         "bytes (must keep all, 0 bytes)", c->k, n, mask_len);
+    if (c->layout == TVS_MASK_BITMAP && mask_len != ceil8(n))
+        return tvs__fail(TVS_ECORRUPT, "bitmap mask of %u bytes, not %zu", mask_len, ceil8(n));
+    if ((rc = rd_take(r, &c->p, mask_len, "mask")))
+        return rc;
+    c->len = mask_len;
+    if (c->layout == TVS_MASK_BITMAP) {
+        uint64_t pop = 0;
+        size_t i = 0;
+        for (; i + 8 <= c->len; i += 8)
+            pop += (uint64_t)pop64(tvs_load_le64(c->p + i));
+        for (; i < c->len; i++)
+            pop += (uint64_t)pop64(c->p[i]);
+        if (pop != c->k)
+            return tvs__fail(TVS_ECORRUPT, "bitmap mask has %llu bits set, not %u",
+                             (unsigned long long)pop, c->k);
+        if (n % 8 && (c->p[c->len - 1] >> (n % 8)))
+            return tvs__fail(TVS_ECORRUPT, "bitmap mask sets padding bits past entry %zu", n);
+    }
+    return 0;
+}
+
+static int index_next(mask_cur *c, uint64_t *w, size_t m, size_t *kc)
+{
+    size_t end = c->pos + m, cnt = 0;
+    for (;;) {
+        if (!c->have_next) {
+            if (c->kept == c->k)
+                break;
+            uint32_t gap;
+            int rc = leb_next(&gap, c->p, c->len, &c->off);
+            if (rc)
+                return tvs__failctx(rc, "mask index list ends after %llu of %u entries",
+                                    (unsigned long long)c->kept, c->k);
+            c->next = c->kept ? c->next + 1 + gap : gap;
+            if (c->next >= c->n)
+                return tvs__fail(TVS_ECORRUPT, "mask index %llu is out of range (%zu entries)",
+                                 (unsigned long long)c->next, c->n);
+            c->have_next = 1;
+            if (++c->kept == c->k && c->off != c->len)
+                return tvs__fail(TVS_ECORRUPT, "mask index list has %zu trailing bytes",
+                                 c->len - c->off);
+        }
+        if (c->next >= end)
+            break;
+        size_t i = (size_t)c->next - c->pos;
+        w[i / 64] |= 1ull << (i % 64);
+        cnt++;
+        c->have_next = 0;
+    }
+    *kc = cnt;
+    return 0;
+}
+
+static int runs_next(mask_cur *c, uint64_t *w, size_t m, size_t *kc)
+{
+    size_t cur = c->pos, end = c->pos + m, cnt = 0;
+    while (cur < end) {
+        if (cur == c->run_end) {
+            uint32_t v;
+            int rc;
+            if (c->off == c->len)
+                return tvs__fail(TVS_ECORRUPT, "mask runs sum to %llu, not %zu",
+                                 (unsigned long long)c->run_end, c->n);
+            if ((rc = leb_next(&v, c->p, c->len, &c->off)))
+                return rc;
+            c->in_kept = !c->in_kept;
+            if (c->in_kept && v == 0)
+                return tvs__fail(TVS_ECORRUPT, "mask has an empty kept run at entry %llu",
+                                 (unsigned long long)c->run_end);
+            c->run_end += v;
+            if (c->run_end > c->n)
+                return tvs__fail(TVS_ECORRUPT, "mask runs sum to more than %zu entries "
+                                 "(%llu so far)", c->n, (unsigned long long)c->run_end);
+            if (c->in_kept && (c->kept += v) > c->k)
+                return tvs__fail(TVS_ECORRUPT, "mask kept runs sum to more than %u", c->k);
+            continue;
+        }
+        size_t seg = (size_t)TVS_MIN(c->run_end, (uint64_t)end) - cur;
+        if (c->in_kept) {
+            set_bits(w, cur - c->pos, cur - c->pos + seg);
+            cnt += seg;
+        }
+        cur += seg;
+    }
+    *kc = cnt;
+    return 0;
+}
+
+/* Keep bits of the next @p m entries (m <= PIECE) into w[0 .. ceil(m/64)). */
+static int mask_next(mask_cur *c, uint64_t *w, size_t m, size_t *kc)
+{
+    size_t nw = (m + 63) / 64;
+    int rc = 0;
+    memset(w, 0, nw * 8);
+    switch (c->layout) {
+    case TVS_MASK_ALL:
+        set_bits(w, 0, m);
+        *kc = m;
+        break;
+    case TVS_MASK_BITMAP: {
+        /* pieces start at multiples of PIECE, so on a byte boundary; bits
+         * past n in the last byte are zero (checked by mask_open) */
+        const uint8_t *src = c->p + c->pos / 8;
+        size_t cnt = 0, nbytes = ceil8(m);
+        for (size_t i = 0; i < nbytes; i++)
+            w[i / 8] |= (uint64_t)src[i] << (8 * (i % 8));
+        for (size_t i = 0; i < nw; i++)
+            cnt += (size_t)pop64(w[i]);
+        *kc = cnt;
+        break;
+    }
+    case TVS_MASK_INDEX:
+        rc = index_next(c, w, m, kc);
+        break;
+    case TVS_MASK_RUNS:
+        rc = runs_next(c, w, m, kc);
+        break;
+    }
+    c->pos += m;
+    return rc;
+}
+
+static int mask_finish(mask_cur *c)
+{
+    if (c->layout == TVS_MASK_INDEX && (c->kept != c->k || c->have_next || c->off != c->len))
+        return tvs__fail(TVS_ECORRUPT, "mask index list holds %llu of %u entries",
+                         (unsigned long long)c->kept, c->k);
+    if (c->layout == TVS_MASK_RUNS) {
+        if (c->off < c->len && c->in_kept) {   /* an explicit final unkept run of 0 */
+            uint32_t v = 0;
+            int rc = leb_next(&v, c->p, c->len, &c->off);
+            if (rc)
+                return rc;
+            if (v != 0)
+                return tvs__fail(TVS_ECORRUPT, "mask runs sum to %llu, not %zu",
+                                 (unsigned long long)c->run_end + v, c->n);
+        }
+        if (c->off != c->len)
+            return tvs__fail(TVS_ECORRUPT, "mask runs have %zu trailing bytes",
+                             c->len - c->off);
+        if (c->kept != c->k)
+            return tvs__fail(TVS_ECORRUPT, "mask kept runs sum to %llu, not %u",
+                             (unsigned long long)c->kept, c->k);
+    }
+    return 0;
+}
+
+/* =====================================================================
+ * BLOCKQ bodies
+ * ===================================================================== */
+
+typedef struct {
+    unsigned bits, flags, block;
+    float mul, half;           /* half = (2^bits - 1) / 2 */
+    const uint8_t *scales, *zeros, *idx;
+    size_t idx_len, m, nb, j;  /* j: next value */
+    float lv[256];             /* CODEBOOK levels */
+} bq_body;
+
+static int bq_open(bq_body *b, rd *r, size_t m)
+{
+    uint8_t bits, flags;
+    uint16_t block;
+    int rc;
+    const uint8_t *lv = NULL;
+    if ((rc = rd_u8(r, &bits, "blockq bits")) || (rc = rd_u16(r, &block, "blockq block")) ||
+        (rc = rd_u8(r, &flags, "blockq flags")) || (rc = rd_f32(r, &b->mul, "blockq mul")))
+        return rc;
+    if (bits < 1 || bits > 8)
+        return tvs__fail(TVS_ECORRUPT, "blockq bits %u not in 1..8", bits);
+    if (block < TVS_BQ_MIN_BLOCK || block > TVS_BQ_MAX_BLOCK)
+        return tvs__fail(TVS_ECORRUPT, "blockq block %u not in %u..%u", block,
+                         TVS_BQ_MIN_BLOCK, TVS_BQ_MAX_BLOCK);
+    if (flags & ~(unsigned)(TVS_BQ_ZERO | TVS_BQ_CODEBOOK))
+        return tvs__fail(TVS_ECORRUPT, "unknown blockq flags 0x%02x", flags);
+    b->bits = bits;
+    b->flags = flags;
+    b->block = block;
+    b->half = (float)((1u << bits) - 1) * 0.5f;
+    b->m = m;
+    b->j = 0;
+    b->nb = (m + block - 1) / block;
+    if (flags & TVS_BQ_CODEBOOK) {
+        if ((rc = rd_take(r, &lv, 4u << bits, "blockq codebook")))
+            return rc;
+        for (unsigned q = 0; q < 1u << bits; q++) {
+            uint32_t u = tvs_load_le32(lv + 4 * q);
+            if (!finite32(u))
+                return tvs__fail(TVS_ECORRUPT, "blockq codebook level %u is not finite", q);
+            b->lv[q] = u2f(u);
+        }
+    }
+    if ((rc = rd_take(r, &b->scales, 2 * (uint64_t)b->nb, "blockq scales")))
+        return rc;
+    b->zeros = NULL;
+    if ((flags & TVS_BQ_ZERO) && (rc = rd_take(r, &b->zeros, 2 * (uint64_t)b->nb,
+                                                   "blockq zero points")))
+        return rc;
+    b->idx_len = ceil8((uint64_t)m * bits);
+    if ((rc = rd_take(r, &b->idx, b->idx_len, "blockq indices")))
+        return rc;
+    for (size_t i = 0; i < b->nb; i++) {
+        if (!finite16(ld16(b->scales + 2 * i)))
+            return tvs__fail(TVS_ECORRUPT, "blockq scale of block %zu is not finite", i);
+        if (b->zeros && !finite16(ld16(b->zeros + 2 * i)))
+            return tvs__fail(TVS_ECORRUPT, "blockq zero point of block %zu is not finite", i);
+    }
+    unsigned tail = (unsigned)(((uint64_t)m * bits) % 8);
+    if (tail && (b->idx[b->idx_len - 1] >> tail))
+        return tvs__fail(TVS_ECORRUPT, "blockq index padding bits are not zero");
+    return 0;
+}
+
+/* Groups of 8 values (exactly `bits` bytes) at a byte boundary, @p avail
+ * bytes readable from @p src; @p bits is a constant at every call site, so
+ * each width gets its own unrolled code. */
+static inline __attribute__((always_inline)) void unpack8(uint8_t *q, const uint8_t *src,
+                                                         size_t groups, size_t avail,
+                                                         const unsigned bits)
+{
+    const uint64_t mask = (1u << bits) - 1;
+    size_t g = 0;
+    for (; g < groups && g * bits + 8 <= avail; g++) {   /* one 8-byte load per group */
+        uint64_t v = tvs_load_le64(src + g * bits);
+        for (unsigned i = 0; i < 8; i++)
+            q[8 * g + i] = (uint8_t)((v >> (i * bits)) & mask);
+    }
+    for (; g < groups; g++) {
+        uint64_t v = 0;
+        memcpy(&v, src + g * bits, bits);
+        for (unsigned i = 0; i < 8; i++)
+            q[8 * g + i] = (uint8_t)((v >> (i * bits)) & mask);
+    }
+}
+
+/* Indices of @p cnt values starting at bit @p pos of the index stream. */
+static void unpack(uint8_t *q, const uint8_t *src, size_t len, uint64_t pos, size_t cnt,
+                   unsigned bits)
+{
+    size_t i = 0;
+    for (; i < cnt && (pos & 7); i++, pos += bits)
+        q[i] = (uint8_t)bits_at(src, len, pos, bits);
+    size_t groups = (cnt - i) / 8, avail = len - (size_t)(pos / 8);
+    const uint8_t *s = src + pos / 8;
+    switch (bits) {
+    case 1: unpack8(q + i, s, groups, avail, 1); break;
+    case 2: unpack8(q + i, s, groups, avail, 2); break;
+    case 3: unpack8(q + i, s, groups, avail, 3); break;
+    case 4: unpack8(q + i, s, groups, avail, 4); break;
+    case 5: unpack8(q + i, s, groups, avail, 5); break;
+    case 6: unpack8(q + i, s, groups, avail, 6); break;
+    case 7: unpack8(q + i, s, groups, avail, 7); break;
+    default: memcpy(q + i, s, groups * 8); break;
+    }
+    i += groups * 8;
+    pos += (uint64_t)groups * 8 * bits;
+    for (; i < cnt; i++, pos += bits)
+        q[i] = (uint8_t)bits_at(src, len, pos, bits);
+}
+
+/* The next @p cnt values (cnt <= PIECE): out = mul * (scale * L[q] + zero). */
+static int bq_next(bq_body *b, float *out, size_t cnt)
+{
+    uint8_t q[PIECE];
+    if (cnt > b->m - b->j)
+        return tvs__fail(TVS_ECORRUPT, "blockq body holds %zu values, more are kept", b->m);
+    unpack(q, b->idx, b->idx_len, (uint64_t)b->j * b->bits, cnt, b->bits);
+    const float mul = b->mul, h = b->half;
+    size_t t = 0;
+    while (t < cnt) {
+        size_t jj = b->j + t, blk = jj / b->block;
+        size_t seg = TVS_MIN(cnt - t, (blk + 1) * b->block - jj);
+        const float s = h2f(ld16(b->scales + 2 * blk));
+        const float z = b->zeros ? h2f(ld16(b->zeros + 2 * blk)) : 0.0f;
+        float *o = out + t;
+        const uint8_t *qq = q + t;
+        if (b->flags & TVS_BQ_CODEBOOK)
+            for (size_t i = 0; i < seg; i++)
+                o[i] = mul * (s * b->lv[qq[i]] + z);
+        else
+            for (size_t i = 0; i < seg; i++)
+                o[i] = mul * (s * ((float)qq[i] - h) + z);
+        t += seg;
+    }
+    b->j += cnt;
+    return 0;
+}
+
+/* =====================================================================
+ * Unit decoders
+ * ===================================================================== */
+
+typedef struct {
+    uint8_t codec;
+    size_t n;
+    mask_cur mk;               /* SIGN, SPARSEQ */
+    bq_body bq;                /* BLOCKQ, SPARSEQ */
+    /* SIGN */
+    float scale;
+    const uint8_t *signs;
+    size_t signs_len;
+    uint64_t sj;               /* kept entries whose sign was used */
+    /* LOWRANK */
+    uint32_t rows, cols, rank;
+    tvs_dtype fdt;
+    unsigned fw;
+    const uint8_t *u, *v;
+    size_t pos;
+} udec;
+
+static int fdt_ok(unsigned id)
+{
+    return id == TVS_DTYPE_F16 || id == TVS_DTYPE_BF16 || id == TVS_DTYPE_F32;
+}
+
+/* Factor elements to f32. */
+static void fac_load(float *dst, const uint8_t *src, size_t cnt, tvs_dtype fdt)
+{
+    if (fdt == TVS_DTYPE_F32)
+        memcpy(dst, src, cnt * 4);
+    else if (fdt == TVS_DTYPE_BF16)
+        for (size_t i = 0; i < cnt; i++)
+            dst[i] = u2f((uint32_t)ld16(src + 2 * i) << 16);
+    else
+        for (size_t i = 0; i < cnt; i++)
+            dst[i] = h2f(ld16(src + 2 * i));
+}
+
+static int factors_finite(const uint8_t *p, uint64_t cnt, tvs_dtype fdt, const char *which)
+{
+    for (uint64_t i = 0; i < cnt; i++) {
+        int ok = fdt == TVS_DTYPE_F32    ? finite32(tvs_load_le32(p + 4 * i))
+                 : fdt == TVS_DTYPE_BF16 ? finite_bf16(ld16(p + 2 * i))
+                                         : finite16(ld16(p + 2 * i));
+        if (!ok)
+            return tvs__fail(TVS_ECORRUPT, "lowrank factor %s element %llu is not finite",
+                             which, (unsigned long long)i);
+    }
+    return 0;
+}
+
+static int lowrank_open(udec *d, rd *r)
+{
+    uint8_t fdt;
+    int rc;
+    if ((rc = rd_u32(r, &d->rows, "lowrank rows")) || (rc = rd_u32(r, &d->cols, "lowrank cols")) ||
+        (rc = rd_u32(r, &d->rank, "lowrank rank")) || (rc = rd_u8(r, &fdt, "lowrank dtype")) ||
+        (rc = rd_f32(r, &d->scale, "lowrank scale")))
+        return rc;
+    if ((uint64_t)d->rows * d->cols != d->n)
+        return tvs__fail(TVS_ECORRUPT, "lowrank shape %ux%u does not hold %zu elements",
+                         d->rows, d->cols, d->n);
+    if (d->rank < 1 || d->rank > TVS_LOSSY_MAX_RANK)
+        return tvs__fail(TVS_ECORRUPT, "lowrank rank %u not in 1..%u", d->rank,
+                         TVS_LOSSY_MAX_RANK);
+    if (!fdt_ok(fdt))
+        return tvs__fail(TVS_ECORRUPT, "lowrank factor dtype %u is not F16, BF16 or F32", fdt);
+    d->fdt = (tvs_dtype)fdt;
+    d->fw = width_of(d->fdt);
+    uint64_t nu = (uint64_t)d->rows * d->rank, nv = (uint64_t)d->rank * d->cols;
+    if ((rc = rd_take(r, &d->u, nu * d->fw, "lowrank U")) ||
+        (rc = rd_take(r, &d->v, nv * d->fw, "lowrank V")) ||
+        (rc = factors_finite(d->u, nu, d->fdt, "U")) ||
+        (rc = factors_finite(d->v, nv, d->fdt, "V")))
+        return rc;
+    d->pos = 0;
+    return 0;
+}
+
+static int udec_open(udec *d, uint8_t codec, tvs_span payload, size_t n)
+{
+    rd r = { payload.ptr, payload.len, 0 };
+    int rc = 0;
+    d->codec = codec;
+    d->n = n;
+    if (n < 1 || n > TVS_LOSSY_MAX_UNIT)
+        return tvs__fail(TVS_ECORRUPT, "unit of %zu elements (must be 1..%u)", n,
+                         TVS_LOSSY_MAX_UNIT);
+    switch (codec) {
+    case TVS_LC_ZERO:
+        break;
+    case TVS_LC_SIGN:
+        if ((rc = rd_f32(&r, &d->scale, "sign scale")) || (rc = mask_open(&d->mk, &r, n)))
+            return rc;
+        d->signs_len = ceil8(d->mk.k);
+        if ((rc = rd_take(&r, &d->signs, d->signs_len, "sign bits")))
+            return rc;
+        if (d->mk.k % 8 && (d->signs[d->signs_len - 1] >> (d->mk.k % 8)))
+            return tvs__fail(TVS_ECORRUPT, "sign padding bits are not zero");
+        d->sj = 0;
+        break;
+    case TVS_LC_BLOCKQ:
+        rc = bq_open(&d->bq, &r, n);
+        break;
+    case TVS_LC_SPARSEQ:
+        if ((rc = mask_open(&d->mk, &r, n)))
+            return rc;
+        rc = bq_open(&d->bq, &r, d->mk.k);
+        break;
+    case TVS_LC_LOWRANK:
+        rc = lowrank_open(d, &r);
+        break;
+    case TVS_LC_VERBATIM:
+        return tvs__fail(TVS_EINVAL, "verbatim units hold elements, not a delta");
+    default:
+        return tvs__fail(TVS_ECORRUPT, "unknown unit codec %u", codec);
+    }
+    return rc ? rc : rd_end(&r);
+}
+
+int tvs__lossy_simd = 1;   /* tests turn it off to run the reference loops */
+
+/* dep4[m][x]: the low bits of x deposited at the set bits of the 4-bit mask m. */
+static const uint8_t dep4[16][16] = {
+    {  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0,  0 },
+    {  0,  1,  0,  1,  0,  1,  0,  1,  0,  1,  0,  1,  0,  1,  0,  1 },
+    {  0,  2,  0,  2,  0,  2,  0,  2,  0,  2,  0,  2,  0,  2,  0,  2 },
+    {  0,  1,  2,  3,  0,  1,  2,  3,  0,  1,  2,  3,  0,  1,  2,  3 },
+    {  0,  4,  0,  4,  0,  4,  0,  4,  0,  4,  0,  4,  0,  4,  0,  4 },
+    {  0,  1,  4,  5,  0,  1,  4,  5,  0,  1,  4,  5,  0,  1,  4,  5 },
+    {  0,  2,  4,  6,  0,  2,  4,  6,  0,  2,  4,  6,  0,  2,  4,  6 },
+    {  0,  1,  2,  3,  4,  5,  6,  7,  0,  1,  2,  3,  4,  5,  6,  7 },
+    {  0,  8,  0,  8,  0,  8,  0,  8,  0,  8,  0,  8,  0,  8,  0,  8 },
+    {  0,  1,  8,  9,  0,  1,  8,  9,  0,  1,  8,  9,  0,  1,  8,  9 },
+    {  0,  2,  8, 10,  0,  2,  8, 10,  0,  2,  8, 10,  0,  2,  8, 10 },
+    {  0,  1,  2,  3,  8,  9, 10, 11,  0,  1,  2,  3,  8,  9, 10, 11 },
+    {  0,  4,  8, 12,  0,  4,  8, 12,  0,  4,  8, 12,  0,  4,  8, 12 },
+    {  0,  1,  4,  5,  8,  9, 12, 13,  0,  1,  4,  5,  8,  9, 12, 13 },
+    {  0,  2,  4,  6,  8, 10, 12, 14,  0,  2,  4,  6,  8, 10, 12, 14 },
+    {  0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14, 15 },
+};
+
+static const uint8_t pop4[16] = { 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4 };
+
+/* Eight SIGN values: keep bits @p k, negative bits @p g (a subset of k). */
+static inline void sign8_ref(float *o, unsigned k, unsigned g, uint32_t s)
+{
+    for (unsigned t = 0; t < 8; t++)
+        o[t] = u2f((s & (0u - ((k >> t) & 1u))) ^ ((g >> t) & 1u) << 31);
+}
+
+#if defined(__SSE2__)
+static inline void sign8_sse2(float *o, unsigned k, unsigned g, __m128i s)
+{
+    const __m128i lo = _mm_setr_epi32(1, 2, 4, 8), hi = _mm_setr_epi32(16, 32, 64, 128);
+    __m128i kk = _mm_set1_epi32((int)k), gg = _mm_set1_epi32((int)g);
+    __m128i k0 = _mm_cmpeq_epi32(_mm_and_si128(kk, lo), lo);
+    __m128i k1 = _mm_cmpeq_epi32(_mm_and_si128(kk, hi), hi);
+    __m128i g0 = _mm_slli_epi32(_mm_cmpeq_epi32(_mm_and_si128(gg, lo), lo), 31);
+    __m128i g1 = _mm_slli_epi32(_mm_cmpeq_epi32(_mm_and_si128(gg, hi), hi), 31);
+    _mm_storeu_si128((__m128i *)o, _mm_xor_si128(_mm_and_si128(k0, s), g0));
+    _mm_storeu_si128((__m128i *)(o + 4), _mm_xor_si128(_mm_and_si128(k1, s), g1));
+}
+#endif
+
+/*
+ * SIGN: per 32 entries, the signs of its kept entries (one read of the sign
+ * stream), deposited at the kept positions a nibble at a time; then eight
+ * values per mask byte.
+ */
+static void sign_piece(udec *d, float *out, const uint64_t *w, size_t m)
+{
+    const uint32_t s = f2u(d->scale);
+#if defined(__SSE2__)
+    const __m128i sv = _mm_set1_epi32((int)s);
+    const int simd = tvs__lossy_simd;
+#endif
+    for (size_t g = 0; g * 32 < m; g++) {
+        uint32_t kw = (uint32_t)(w[g / 2] >> (32 * (g % 2)));
+        unsigned c = pop64(kw);
+        uint64_t sb = bits_at(d->signs, d->signs_len, d->sj, c);
+        d->sj += c;
+        size_t e = TVS_MIN(m - g * 32, 32);
+        float *o = out + g * 32;
+        float tail[8];
+        for (size_t j = 0; j < e; j += 8) {
+            unsigned kb = (kw >> j) & 0xffu;
+            unsigned lo = dep4[kb & 15][sb & 15];
+            sb >>= pop4[kb & 15];
+            unsigned hi = dep4[kb >> 4][sb & 15];
+            sb >>= pop4[kb >> 4];
+            unsigned gb = lo | hi << 4;
+            float *oo = j + 8 <= e ? o + j : tail;
+#if defined(__SSE2__)
+            if (simd)
+                sign8_sse2(oo, kb, gb, sv);
+            else
+#endif
+                sign8_ref(oo, kb, gb, s);
+            if (oo == tail)
+                memcpy(o + j, tail, (e - j) * sizeof *o);
+        }
+    }
+}
+
+/*
+ * SPARSEQ: the kc kept values sit at out[m - kc .. m); spread them out in
+ * place, 64 entries at a time. The j-th kept value never sits before its
+ * entry, so the values of a word of entries lie at or past the word and
+ * past every earlier word. When they lie past the word too, zero it and
+ * copy them in; else copy them aside first.
+ */
+static void scatter(float *out, const uint64_t *w, size_t m, size_t kc)
+{
+    size_t src = m - kc;
+    for (size_t g = 0; g * 64 < m; g++) {
+        size_t e = TVS_MIN(m - g * 64, 64);
+        uint64_t kw = w[g], full = e == 64 ? ~0ull : (1ull << e) - 1;
+        float *o = out + g * 64, tmp[64];
+        const float *from = out + src;
+        if (kw == full) {
+            memmove(o, from, e * sizeof *o);
+            src += e;
+            continue;
+        }
+        unsigned c = pop64(kw);
+        if (src < g * 64 + e) {
+            memcpy(tmp, from, c * sizeof *tmp);
+            from = tmp;
+        }
+        src += c;
+        for (size_t i = 0; i < e; i++)
+            o[i] = 0.0f;
+        for (unsigned j = 0; kw; j++, kw &= kw - 1)
+            o[__builtin_ctzll(kw)] = from[j];
+    }
+}
+
+/* Factor element x of a row of V. */
+static inline float fac_at(const uint8_t *p, size_t x, tvs_dtype fdt)
+{
+    if (fdt == TVS_DTYPE_F32) {
+        float f;
+        memcpy(&f, p + 4 * x, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, p + 2 * x, 2);
+    return fdt == TVS_DTYPE_BF16 ? u2f((uint32_t)h << 16) : h2f(h);
+}
+
+/*
+ * o[x] = o[x] + u[r] * V[r][j0 + x] for r = r0 .. r1 in order, four ranks per
+ * pass over o (the sums happen in the same order as one rank at a time).
+ * @p fdt is a constant at each call site, so each dtype gets its own loops.
+ */
+static inline __attribute__((always_inline)) void lr_accum(float *o, size_t sl, const float *u,
+                                                           const uint8_t *v, size_t stride,
+                                                           uint32_t rank, const tvs_dtype fdt)
+{
+    uint32_t r = 0;
+    for (; r + 4 <= rank; r += 4) {
+        const uint8_t *v0 = v + r * stride, *v1 = v0 + stride, *v2 = v1 + stride;
+        const uint8_t *v3 = v2 + stride;
+        const float u0 = u[r], u1 = u[r + 1], u2 = u[r + 2], u3 = u[r + 3];
+        for (size_t x = 0; x < sl; x++)
+            o[x] = (((o[x] + u0 * fac_at(v0, x, fdt)) + u1 * fac_at(v1, x, fdt)) +
+                    u2 * fac_at(v2, x, fdt)) + u3 * fac_at(v3, x, fdt);
+    }
+    for (; r < rank; r++) {
+        const uint8_t *v0 = v + r * stride;
+        const float u0 = u[r];
+        for (size_t x = 0; x < sl; x++)
+            o[x] = o[x] + u0 * fac_at(v0, x, fdt);
+    }
+}
+
+static void lowrank_rows(udec *d, float *out, size_t m)
+{
+    float urow[TVS_LOSSY_MAX_RANK];
+    const size_t stride = (size_t)d->cols * d->fw;
+    size_t t = 0;
+    while (t < m) {
+        size_t i = d->pos / d->cols, j0 = d->pos % d->cols;
+        size_t len = TVS_MIN(m - t, d->cols - j0);
+        fac_load(urow, d->u + (size_t)i * d->rank * d->fw, d->rank, d->fdt);
+        for (size_t j = 0; j < len; j += STRIP) {
+            size_t sl = TVS_MIN(len - j, STRIP);
+            float *o = out + t + j;
+            const uint8_t *v = d->v + (j0 + j) * d->fw;
+            for (size_t x = 0; x < sl; x++)
+                o[x] = 0.0f;
+            if (d->fdt == TVS_DTYPE_BF16)
+                lr_accum(o, sl, urow, v, stride, d->rank, TVS_DTYPE_BF16);
+            else if (d->fdt == TVS_DTYPE_F16)
+                lr_accum(o, sl, urow, v, stride, d->rank, TVS_DTYPE_F16);
+            else
+                lr_accum(o, sl, urow, v, stride, d->rank, TVS_DTYPE_F32);
+            const float sc = d->scale;
+            for (size_t x = 0; x < sl; x++)
+                o[x] = sc * o[x];
+        }
+        t += len;
+        d->pos += len;
+    }
+}
+
+/* The next @p m (<= PIECE) delta values of the unit. */
+static int udec_next(udec *d, float *out, size_t m)
+{
+    uint64_t w[PIECE / 64];
+    size_t kc;
+    int rc;
+    switch (d->codec) {
+    case TVS_LC_ZERO:
+        memset(out, 0, m * sizeof *out);
+        return 0;
+    case TVS_LC_SIGN:
+        if ((rc = mask_next(&d->mk, w, m, &kc)))
+            return rc;
+        sign_piece(d, out, w, m);
+        return 0;
+    case TVS_LC_BLOCKQ:
+        return bq_next(&d->bq, out, m);
+    case TVS_LC_SPARSEQ:
+        if ((rc = mask_next(&d->mk, w, m, &kc)) || (rc = bq_next(&d->bq, out + m - kc, kc)))
+            return rc;
+        if (d->mk.layout != TVS_MASK_ALL)
+            scatter(out, w, m, kc);
+        return 0;
+    case TVS_LC_LOWRANK:
+        lowrank_rows(d, out, m);
+        return 0;
+    }
+    return tvs__fail(TVS_ECORRUPT, "unknown unit codec %u", d->codec);
+}
+
+static int udec_finish(udec *d)
+{
+    int rc = 0;
+    if (d->codec == TVS_LC_SIGN || d->codec == TVS_LC_SPARSEQ)
+        rc = mask_finish(&d->mk);
+    if (!rc && (d->codec == TVS_LC_BLOCKQ || d->codec == TVS_LC_SPARSEQ) && d->bq.j != d->bq.m)
+        rc = tvs__fail(TVS_ECORRUPT, "blockq body holds %zu values, %zu were used", d->bq.m,
+                       d->bq.j);
+    return rc;
+}
+
+int tvs_lossy_unit_decode(float *d, size_t n, uint8_t codec, tvs_span payload)
+{
+    udec dec;
+    int rc = udec_open(&dec, codec, payload, n);
+    for (size_t pos = 0; !rc && pos < n; pos += PIECE)
+        rc = udec_next(&dec, d + pos, TVS_MIN(n - pos, PIECE));
+    if (!rc)
+        rc = udec_finish(&dec);
+    return rc ? tvs__failctx(rc, "lossy unit (%s)", tvs_lossy_codec_name(codec)) : 0;
+}
+
+/* =====================================================================
+ * Lossy chunks: framing and apply
+ * ===================================================================== */
+
+int tvs_lossy_chunk_begin(tvs_buf *out, uint32_t n_units)
+{
+    if (n_units < 1)
+        return tvs__fail(TVS_EINVAL, "a lossy chunk needs at least one unit");
+    int rc = tvs_buf_put_u8(out, TVS_LOSSY_VERSION);
+    return rc ? rc : tvs_buf_put_le32(out, n_units);
+}
+
+int tvs_lossy_chunk_add(tvs_buf *out, const tvs_lossy_unit *u)
+{
+    if (u->n < 1 || u->n > TVS_LOSSY_MAX_UNIT)
+        return tvs__fail(TVS_EINVAL, "lossy unit of %u elements (must be 1..%u)", u->n,
+                         TVS_LOSSY_MAX_UNIT);
+    if (u->codec >= TVS_LC_COUNT)
+        return tvs__fail(TVS_EINVAL, "unknown unit codec %u", u->codec);
+    if (!isfinite(u->err) || !(u->err >= 0) || !isfinite(u->norm) || !(u->norm >= 0))
+        return tvs__fail(TVS_EINVAL, "lossy unit err %g / norm %g must be finite and >= 0",
+                         (double)u->err, (double)u->norm);
+    if (u->payload.len > UINT32_MAX)
+        return tvs__fail(TVS_EINVAL, "lossy unit payload of %zu bytes is too large",
+                         u->payload.len);
+    uint8_t h[UNIT_HDR];
+    tvs_store_le32(h, u->n);
+    tvs_store_le32(h + 4, f2u(u->err));
+    tvs_store_le32(h + 8, f2u(u->norm));
+    h[12] = u->codec;
+    tvs_store_le32(h + 13, (uint32_t)u->payload.len);
+    int rc = tvs_buf_append(out, h, sizeof h);
+    return rc ? rc : tvs_buf_append(out, u->payload.ptr, u->payload.len);
+}
+
+typedef int (*unit_cb)(const tvs_lossy_unit *u, size_t first, void *p);
+
+/* One pass over the framing; with @p cb NULL, only checks it. */
+static int walk(tvs_span chunk, tvs_dtype dt, size_t n, unit_cb cb, void *payload)
+{
+    if (chunk.len < 5)
+        return tvs__fail(TVS_ECORRUPT, "lossy chunk: header truncated (%zu of 5 bytes)",
+                         chunk.len);
+    if (chunk.ptr[0] != TVS_LOSSY_VERSION)
+        return tvs__fail(TVS_ECORRUPT, "lossy chunk: version %u, expected %u", chunk.ptr[0],
+                         TVS_LOSSY_VERSION);
+    uint32_t n_units = tvs_load_le32(chunk.ptr + 1);
+    if (n_units < 1 || n_units > n || n_units > (chunk.len - 5) / UNIT_HDR)
+        return tvs__fail(TVS_ECORRUPT, "lossy chunk: %u units for %zu elements in %zu bytes",
+                         n_units, n, chunk.len);
+    size_t off = 5, first = 0;
+    unsigned w = width_of(dt);
+    for (uint32_t i = 0; i < n_units; i++) {
+        const uint8_t *h = chunk.ptr + off;
+        if (chunk.len - off < UNIT_HDR)
+            return tvs__fail(TVS_ECORRUPT, "lossy chunk: unit %u: header truncated (%zu of "
+                             "%u bytes)", i, chunk.len - off, UNIT_HDR);
+        tvs_lossy_unit u;
+        u.n = tvs_load_le32(h);
+        uint32_t err = tvs_load_le32(h + 4), norm = tvs_load_le32(h + 8);
+        u.err = u2f(err);
+        u.norm = u2f(norm);
+        u.codec = h[12];
+        uint32_t len = tvs_load_le32(h + 13);
+        off += UNIT_HDR;
+        if (u.n < 1 || u.n > TVS_LOSSY_MAX_UNIT)
+            return tvs__fail(TVS_ECORRUPT, "lossy chunk: unit %u: %u elements (must be 1..%u)",
+                             i, u.n, TVS_LOSSY_MAX_UNIT);
+        if (u.n > n - first)
+            return tvs__fail(TVS_ECORRUPT, "lossy chunk: unit %u: elements [%zu, +%u) past "
+                             "the chunk's %zu", i, first, u.n, n);
+        if (!finite32(err) || (err >> 31 && err != 0x80000000u) || !finite32(norm) ||
+            (norm >> 31 && norm != 0x80000000u))
+            return tvs__fail(TVS_ECORRUPT, "lossy chunk: unit %u: err or norm is not a "
+                             "finite value >= 0", i);
+        if (u.codec >= TVS_LC_COUNT)
+            return tvs__fail(TVS_ECORRUPT, "lossy chunk: unit %u: unknown codec %u", i, u.codec);
+        if (len > chunk.len - off)
+            return tvs__fail(TVS_ECORRUPT, "lossy chunk: unit %u: payload of %u bytes truncated "
+                             "(%zu left)", i, len, chunk.len - off);
+        if (u.codec == TVS_LC_ZERO && len != 0)
+            return tvs__fail(TVS_ECORRUPT, "lossy chunk: unit %u: zero unit with %u payload "
+                             "bytes", i, len);
+        if (u.codec == TVS_LC_VERBATIM && len != (uint64_t)u.n * w)
+            return tvs__fail(TVS_ECORRUPT, "lossy chunk: unit %u: verbatim payload of %u "
+                             "bytes, not %llu", i, len, (unsigned long long)u.n * w);
+        u.payload = (tvs_span){ chunk.ptr + off, len };
+        off += len;
+        if (cb) {
+            int rc = cb(&u, first, payload);
+            if (rc)
+                return rc;
+        }
+        first += u.n;
+    }
+    if (first != n)
+        return tvs__fail(TVS_ECORRUPT, "lossy chunk: units cover %zu of %zu elements", first, n);
+    if (off != chunk.len)
+        return tvs__fail(TVS_ECORRUPT, "lossy chunk: %zu trailing bytes", chunk.len - off);
+    return 0;
+}
+
+int tvs_lossy_chunk_units(tvs_span chunk, tvs_dtype dt, size_t n, unit_cb cb, void *payload)
+{
+    if (!tvs_lossy_dtype_ok(dt))
+        return tvs__fail(TVS_EINVAL, "lossy chunk of %s elements (must be BF16, F16 or F32)",
+                         tvs_dtype_name(dt));
+    int rc = walk(chunk, dt, n, NULL, NULL);
+    return rc ? rc : walk(chunk, dt, n, cb, payload);
+}
+
+/* ---- base + delta, rounded to the element type */
+
+/*
+ * A NaN sum becomes the base's NaN, quieted, when the base is NaN, else the
+ * canonical quiet NaN: which NaN an addition returns (and the bits of a NaN
+ * it makes) differ between machines, the decoded bytes must not.
+ */
+static void add_bf16_ref(uint8_t *dst, const float *d, size_t m)
+{
+    for (size_t i = 0; i < m; i++) {
+        uint16_t b;
+        memcpy(&b, dst + 2 * i, 2);
+        uint32_t u = f2u(u2f((uint32_t)b << 16) + d[i]);
+        uint16_t nan = (b & 0x7fffu) > 0x7f80u ? (uint16_t)(b | 0x40u) : 0x7fc0u;
+        uint16_t o = (u & 0x7fffffffu) > 0x7f800000u ? nan : f2bf(u2f(u));
+        memcpy(dst + 2 * i, &o, 2);
+    }
+}
+
+#if defined(__SSE2__)
+/* Eight at a time; a group with an infinite or NaN sum goes to the
+ * reference loop (NaNs are quieted, not rounded). Rounding is the integer
+ * RNE of f2bf; the arithmetic shift makes the signed pack exact. */
+static void add_bf16_sse2(uint8_t *dst, const float *d, size_t m)
+{
+    const __m128i zero = _mm_setzero_si128(), one = _mm_set1_epi32(1);
+    const __m128i bias = _mm_set1_epi32(0x7fff), expm = _mm_set1_epi32(0x7f800000);
+    size_t i = 0;
+    for (; i + 8 <= m; i += 8) {
+        __m128i b = _mm_loadu_si128((const __m128i *)(dst + 2 * i));
+        __m128i lo = _mm_castps_si128(_mm_add_ps(_mm_castsi128_ps(_mm_unpacklo_epi16(zero, b)),
+                                                 _mm_loadu_ps(d + i)));
+        __m128i hi = _mm_castps_si128(_mm_add_ps(_mm_castsi128_ps(_mm_unpackhi_epi16(zero, b)),
+                                                 _mm_loadu_ps(d + i + 4)));
+        __m128i special = _mm_or_si128(_mm_cmpeq_epi32(_mm_and_si128(lo, expm), expm),
+                                       _mm_cmpeq_epi32(_mm_and_si128(hi, expm), expm));
+        if (_mm_movemask_epi8(special)) {
+            add_bf16_ref(dst + 2 * i, d + i, 8);
+            continue;
+        }
+        lo = _mm_add_epi32(lo, _mm_add_epi32(bias, _mm_and_si128(_mm_srli_epi32(lo, 16), one)));
+        hi = _mm_add_epi32(hi, _mm_add_epi32(bias, _mm_and_si128(_mm_srli_epi32(hi, 16), one)));
+        _mm_storeu_si128((__m128i *)(dst + 2 * i),
+                         _mm_packs_epi32(_mm_srai_epi32(lo, 16), _mm_srai_epi32(hi, 16)));
+    }
+    add_bf16_ref(dst + 2 * i, d + i, m - i);
+}
+#endif
+
+static void add_bf16(uint8_t *dst, const float *d, size_t m)
+{
+#if defined(__SSE2__)
+    if (tvs__lossy_simd) {
+        add_bf16_sse2(dst, d, m);
+        return;
+    }
+#endif
+    add_bf16_ref(dst, d, m);
+}
+
+static void add_f16(uint8_t *dst, const float *d, size_t m)
+{
+    for (size_t i = 0; i < m; i++) {
+        uint16_t b;
+        memcpy(&b, dst + 2 * i, 2);
+        uint32_t u = f2u(h2f(b) + d[i]);
+        uint32_t nan = sel((b & 0x7fffu) > 0x7c00u, b | 0x200u, 0x7e00u);
+        uint16_t o = (uint16_t)sel((u & 0x7fffffffu) > 0x7f800000u, nan, f2h(u2f(u)));
+        memcpy(dst + 2 * i, &o, 2);
+    }
+}
+
+static void add_f32(uint8_t *dst, const float *d, size_t m)
+{
+    for (size_t i = 0; i < m; i++) {
+        uint32_t b;
+        memcpy(&b, dst + 4 * i, 4);
+        uint32_t u = f2u(u2f(b) + d[i]);
+        uint32_t nan = (b & 0x7fffffffu) > 0x7f800000u ? b | 0x400000u : 0x7fc00000u;
+        u = (u & 0x7fffffffu) > 0x7f800000u ? nan : u;
+        memcpy(dst + 4 * i, &u, 4);
+    }
+}
+
+static void add_dt(uint8_t *dst, tvs_dtype dt, const float *d, size_t m)
+{
+    if (dt == TVS_DTYPE_BF16)
+        add_bf16(dst, d, m);
+    else if (dt == TVS_DTYPE_F16)
+        add_f16(dst, d, m);
+    else
+        add_f32(dst, d, m);
+}
+
+int tvs_lossy_add(uint8_t *dst, tvs_dtype dt, const float *d, size_t n)
+{
+    if (!tvs_lossy_dtype_ok(dt))
+        return tvs__fail(TVS_EINVAL, "cannot add a delta to %s elements", tvs_dtype_name(dt));
+    add_dt(dst, dt, d, n);
+    return 0;
+}
+
+typedef struct {
+    uint8_t *dst;
+    tvs_dtype dt;
+    unsigned w;
+    uint32_t idx;
+} apply_ctx;
+
+static int apply_unit(const tvs_lossy_unit *u, size_t first, void *p)
+{
+    apply_ctx *a = p;
+    uint32_t idx = a->idx++;
+    uint8_t *dst = a->dst + first * a->w;
+    if (u->codec == TVS_LC_VERBATIM) {
+        memcpy(dst, u->payload.ptr, (size_t)u->n * a->w);
+        return 0;
+    }
+    float buf[PIECE];
+    udec dec;
+    int rc = udec_open(&dec, u->codec, u->payload, u->n);
+    for (size_t pos = 0; !rc && pos < u->n; pos += PIECE) {
+        size_t m = TVS_MIN(u->n - pos, PIECE);
+        if ((rc = udec_next(&dec, buf, m)))
+            break;
+        add_dt(dst + pos * a->w, a->dt, buf, m);
+    }
+    if (!rc)
+        rc = udec_finish(&dec);
+    return rc ? tvs__failctx(rc, "lossy chunk: unit %u (%s)", idx,
+                             tvs_lossy_codec_name(u->codec))
+              : 0;
+}
+
+int tvs_lossy_chunk_apply(uint8_t *dst, tvs_dtype dt, size_t n, tvs_span chunk)
+{
+    apply_ctx a = { dst, dt, tvs_lossy_dtype_ok(dt) ? width_of(dt) : 0, 0 };
+    return tvs_lossy_chunk_units(chunk, dt, n, apply_unit, &a);
+}
+
+/* ---- describe */
+
+int tvs_lossy_unit_describe(char *out, size_t cap, const tvs_lossy_unit *u)
+{
+    rd r = { u->payload.ptr, u->payload.len, 0 };
+    mask_cur mk;
+    int rc = 0, len = 0;
+    uint8_t bits = 0, flags = 0, fdt = 0;
+    uint16_t block = 0;
+    uint32_t rows = 0, cols = 0, rank = 0;
+    float f;
+    if (!cap)
+        return tvs__fail(TVS_EINVAL, "no room to describe a unit");
+    out[0] = 0;
+    switch (u->codec) {
+    case TVS_LC_SIGN:
+        if ((rc = rd_f32(&r, &f, "sign scale")) || (rc = mask_open(&mk, &r, u->n)))
+            break;
+        len = snprintf(out, cap, "density=%.3f mask=%s", (double)mk.k / u->n,
+                       tvs_mask_layout_name(mk.layout));
+        break;
+    case TVS_LC_SPARSEQ:
+        if ((rc = mask_open(&mk, &r, u->n)))
+            break;
+        len = snprintf(out, cap, "density=%.3f mask=%s ", (double)mk.k / u->n,
+                       tvs_mask_layout_name(mk.layout));
+        /* fall through */
+    case TVS_LC_BLOCKQ:
+        if (len < 0 || (size_t)len >= cap)
+            break;
+        if ((rc = rd_u8(&r, &bits, "blockq bits")) || (rc = rd_u16(&r, &block, "blockq block")) ||
+            (rc = rd_u8(&r, &flags, "blockq flags")))
+            break;
+        len += snprintf(out + len, cap - (size_t)len, "bits=%u block=%u%s%s", bits, block,
+                        flags & TVS_BQ_ZERO ? " zp" : "", flags & TVS_BQ_CODEBOOK ? " cb" : "");
+        break;
+    case TVS_LC_LOWRANK:
+        if ((rc = rd_u32(&r, &rows, "lowrank rows")) || (rc = rd_u32(&r, &cols, "lowrank cols")) ||
+            (rc = rd_u32(&r, &rank, "lowrank rank")) || (rc = rd_u8(&r, &fdt, "lowrank dtype")))
+            break;
+        len = snprintf(out, cap, "rank=%u %s %ux%u", rank,
+                       fdt == TVS_DTYPE_F16 ? "f16" : fdt == TVS_DTYPE_BF16 ? "bf16"
+                       : fdt == TVS_DTYPE_F32 ? "f32" : "?", rows, cols);
+        break;
+    case TVS_LC_ZERO:
+    case TVS_LC_VERBATIM:
+        break;
+    default:
+        return tvs__fail(TVS_ECORRUPT, "unknown unit codec %u", u->codec);
+    }
+    if (rc)
+        return tvs__failctx(rc, "lossy unit (%s)", tvs_lossy_codec_name(u->codec));
+    if (len < 0 || (size_t)len >= cap)
+        return tvs__fail(TVS_EBUFS, "unit description needs more than %zu bytes", cap);
+    return 0;
+}
+
+/* =====================================================================
+ * Encoders
+ * ===================================================================== */
+
+size_t tvs_lossy_keep_count(float density, size_t n)
+{
+    if (!(density > 0) || !(density <= 1) || n == 0)
+        return 0;
+    double k = floor((double)density * (double)n + 0.5);
+    return k < 1 ? 1 : k > (double)n ? n : (size_t)k;
+}
+
+/* Bytes of a BLOCKQ body over m values (the codebook when @p cb). */
+static size_t bq_size(size_t m, unsigned bits, unsigned block, int zp, int cb)
+{
+    size_t nb = (m + block - 1) / block;
+    return BQ_HDR + (cb ? 4u << bits : 0) + nb * (zp ? 4 : 2) + ceil8((uint64_t)m * bits);
+}
+
+static int bq_params_ok(const tvs_lossy_params *p)
+{
+    return p->bits >= 1 && p->bits <= 8 && p->block >= TVS_BQ_MIN_BLOCK &&
+           p->block <= TVS_BQ_MAX_BLOCK && !(p->flags & ~(TVS_BQ_ZERO | TVS_BQ_CODEBOOK));
+}
+
+static int want_cb(const tvs_lossy_params *p)
+{
+    return (p->flags & TVS_BQ_CODEBOOK) && p->bits <= 4;
+}
+
+/* Effective low-rank rank: at most the smaller side of the matrix. */
+static uint32_t lr_rank(const tvs_lossy_params *p)
+{
+    return TVS_MIN(p->rank, TVS_MIN(p->rows, p->cols));
+}
+
+size_t tvs_lossy_unit_bound(const tvs_lossy_params *p, size_t n, tvs_dtype dt)
+{
+    if (n < 1 || n > TVS_LOSSY_MAX_UNIT)
+        return 0;
+    size_t k;
+    switch (p->codec) {
+    case TVS_LC_ZERO:
+        return 0;
+    case TVS_LC_SIGN:
+        if (!(k = tvs_lossy_keep_count(p->density, n)))
+            return 0;
+        return 4 + MASK_HDR + ceil8(n) + ceil8(k);
+    case TVS_LC_BLOCKQ:
+        if (!bq_params_ok(p))
+            return 0;
+        return bq_size(n, p->bits, p->block, p->flags & TVS_BQ_ZERO, want_cb(p));
+    case TVS_LC_SPARSEQ:
+        if (!bq_params_ok(p) || !(k = tvs_lossy_keep_count(p->density, n)))
+            return 0;
+        return MASK_HDR + ceil8(n) + bq_size(k, p->bits, p->block, p->flags & TVS_BQ_ZERO,
+                                             want_cb(p));
+    case TVS_LC_LOWRANK:
+        if ((uint64_t)p->rows * p->cols != n || p->rank < 1 || p->rank > TVS_LOSSY_MAX_RANK ||
+            !fdt_ok(p->factor_dtype))
+            return 0;
+        return LR_HDR + ((size_t)p->rows + p->cols) * lr_rank(p) * width_of(p->factor_dtype);
+    case TVS_LC_VERBATIM:
+        return tvs_lossy_dtype_ok(dt) ? n * width_of(dt) : 0;
+    }
+    return 0;
+}
+
+/* ---- scratch: regions carved from the caller's buffer, 16-byte aligned */
+
+#define ALIGN16(x) (((x) + 15) & ~(size_t)15)
+
+typedef struct {
+    uint8_t *p;
+} carve;
+
+static void *take(carve *c, size_t bytes)
+{
+    void *r = c->p;
+    c->p += ALIGN16(bytes);
+    return r;
+}
+
+/* Per block: scale, zero point, codebook trial scale. */
+static size_t bq_scratch(size_t m, unsigned block)
+{
+    return ALIGN16(((m + block - 1) / block) * 3 * sizeof(float));
+}
+
+static size_t lr_oversample(size_t r, size_t rows, size_t cols)
+{
+    return TVS_MIN(r + 8, TVS_MIN(rows, cols));
+}
+
+size_t tvs_lossy_scratch_size(const tvs_lossy_params *p, size_t n)
+{
+    size_t k, l;
+    switch (p->codec) {
+    case TVS_LC_SIGN:
+        return 16 + ALIGN16(n * 4) + ALIGN16(ceil8(n) + 8);
+    case TVS_LC_BLOCKQ:
+        return bq_params_ok(p) ? 16 + bq_scratch(n, p->block) : 0;
+    case TVS_LC_SPARSEQ:
+        if (!bq_params_ok(p) || !(k = tvs_lossy_keep_count(p->density, n)))
+            return 0;
+        return 16 + ALIGN16(n * 4) + ALIGN16(ceil8(n) + 8) + bq_scratch(k, p->block);
+    case TVS_LC_LOWRANK:
+        if ((uint64_t)p->rows * p->cols != n || p->rank < 1)
+            return 0;
+        l = lr_oversample(lr_rank(p), p->rows, p->cols);
+        return 16 + ALIGN16((size_t)p->rows * l * 8) + ALIGN16((size_t)p->cols * l * 8) +
+               ALIGN16(l * l * 8) + 2 * ALIGN16(l * 8);
+    }
+    return 0;
+}
+
+/* ---- top-k selection and masks */
+
+/*
+ * The kept set of @p d: the k entries with the largest |d|, ties at the
+ * threshold broken by lowest index, as a bitmap (zero past n). Radix
+ * select over the f32 bit patterns of |d| (monotone for finite values):
+ * three histogram passes over a shrinking candidate list, O(n).
+ */
+static void top_k(uint64_t *kb, uint32_t *keys, const float *d, size_t n, size_t k)
+{
+    static const unsigned shift[3] = { 21, 10, 0 }, width[3] = { 11, 11, 10 };
+    uint32_t hist[2048];
+    size_t cnt = n, need = k;
+    uint32_t prefix = 0;
+    for (size_t i = 0; i < n; i++)
+        keys[i] = f2u(d[i]) & 0x7fffffffu;
+    for (int lev = 0; lev < 3; lev++) {
+        unsigned nbins = 1u << width[lev], sh = shift[lev];
+        memset(hist, 0, nbins * sizeof *hist);
+        for (size_t i = 0; i < cnt; i++)
+            hist[(keys[i] >> sh) & (nbins - 1)]++;
+        unsigned b = nbins - 1;
+        while (need > hist[b]) {
+            need -= hist[b];
+            b--;
+        }
+        prefix |= (uint32_t)b << sh;
+        size_t c = 0;
+        for (size_t i = 0; i < cnt; i++)
+            if (((keys[i] >> sh) & (nbins - 1)) == b)
+                keys[c++] = keys[i];
+        cnt = c;
+    }
+    /* prefix is the k-th largest key; `need` entries equal to it are kept */
+    memset(kb, 0, ((n + 63) / 64) * 8);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t key = f2u(d[i]) & 0x7fffffffu;
+        int keep = key > prefix || (key == prefix && need > 0);
+        if (key == prefix && need > 0)
+            need--;
+        kb[i / 64] |= (uint64_t)keep << (i % 64);
+    }
+}
+
+/* Iterates the kept runs of a bitmap (bits past n are zero). */
+typedef struct {
+    const uint64_t *kb;
+    size_t n, i;
+} run_it;
+
+/* The next kept run [*s, *s + *l); 0 when there is none. */
+static int run_next(run_it *it, size_t *s, size_t *l)
+{
+    size_t i = it->i;
+    while (i < it->n) {
+        uint64_t w = it->kb[i / 64] >> (i % 64);
+        if (w) {
+            i += (size_t)__builtin_ctzll(w);
+            break;
+        }
+        i += 64 - i % 64;
+    }
+    if (i >= it->n)
+        return it->i = it->n, 0;
+    *s = i;
+    while (i < it->n) {
+        size_t rem = 64 - i % 64;
+        uint64_t w = ~(it->kb[i / 64] >> (i % 64));
+        size_t step = w ? (size_t)__builtin_ctzll(w) : 64;
+        step = TVS_MIN(step, rem);
+        i += step;
+        if (step < rem)
+            break;
+    }
+    i = TVS_MIN(i, it->n);
+    *l = i - *s;
+    it->i = i;
+    return 1;
+}
+
+typedef struct {
+    uint8_t layout;
+    size_t len;   /* mask bytes */
+} mask_choice;
+
+static int kept_at(const uint64_t *kb, size_t i) { return (int)((kb[i / 64] >> (i % 64)) & 1); }
+
+/* Sizes of every layout; the smallest wins (ties: lower layout id). */
+static mask_choice mask_choose(const uint64_t *kb, size_t n, size_t k)
+{
+    mask_choice c = { TVS_MASK_ALL, 0 };
+    if (k == n)
+        return c;
+    size_t idx = 0, runs = 0, prev_end = 0, last = 0, s, l;
+    int any = 0;
+    run_it it = { kb, n, 0 };
+    while (run_next(&it, &s, &l)) {
+        runs += leb_len((uint32_t)(s - prev_end)) + leb_len((uint32_t)l);
+        prev_end = s + l;
+        idx += leb_len((uint32_t)(any ? s - last - 1 : s)) + (l - 1);
+        last = s + l - 1;
+        any = 1;
+    }
+    if (prev_end < n)
+        runs += leb_len((uint32_t)(n - prev_end));
+    c.layout = TVS_MASK_BITMAP;
+    c.len = ceil8(n);
+    if (idx < c.len)
+        c.layout = TVS_MASK_INDEX, c.len = idx;
+    if (runs < c.len)
+        c.layout = TVS_MASK_RUNS, c.len = runs;
+    return c;
+}
+
+static uint8_t *mask_write(uint8_t *o, const uint64_t *kb, size_t n, size_t k, mask_choice c)
+{
+    *o++ = c.layout;
+    tvs_store_le32(o, (uint32_t)k);
+    tvs_store_le32(o + 4, (uint32_t)c.len);
+    o += 8;
+    size_t prev_end = 0, last = 0, s, l;
+    int any = 0;
+    run_it it = { kb, n, 0 };
+    switch (c.layout) {
+    case TVS_MASK_BITMAP:
+        for (size_t i = 0; i < c.len; i++)
+            o[i] = (uint8_t)(kb[i / 8] >> (8 * (i % 8)));
+        return o + c.len;
+    case TVS_MASK_INDEX:
+        while (run_next(&it, &s, &l)) {
+            o = leb_put(o, (uint32_t)(any ? s - last - 1 : s));
+            for (size_t t = 1; t < l; t++)
+                *o++ = 0;
+            last = s + l - 1;
+            any = 1;
+        }
+        return o;
+    case TVS_MASK_RUNS:
+        while (run_next(&it, &s, &l)) {
+            o = leb_put(o, (uint32_t)(s - prev_end));
+            o = leb_put(o, (uint32_t)l);
+            prev_end = s + l;
+        }
+        if (prev_end < n)
+            o = leb_put(o, (uint32_t)(n - prev_end));
+        return o;
+    }
+    return o;
+}
+
+/* ---- BLOCKQ encoder */
+
+/* Gaussian-optimal uniform step (in standard deviations) for 2^bits levels. */
+static const float gauss_step[9] = { 0, 1.5958f, 0.9957f, 0.5860f, 0.3352f,
+                                     0.1881f, 0.1041f, 0.0569f, 0.0308f };
+/* Multipliers of the starting step tried per block. */
+static const float step_try[] = { 0.75f, 0.875f, 1.0f, 1.125f, 1.25f };
+#define STEP_MAX 1.25f
+#define REFITS 2
+#define LLOYD_ITERS 8
+#define LLOYD_MAX_VALUES (1u << 14)
+
+static inline float f16round(float x)
+{
+    if (x > 65504.0f)
+        x = 65504.0f;
+    if (x < -65504.0f)
+        x = -65504.0f;
+    return h2f(f2h(x));
+}
+
+/* Quantization context of one block. */
+typedef struct {
+    float mul, inv_mul, z, s, inv_s, half, top;
+    const float *lv, *thr;    /* codebook levels and midpoints, or NULL */
+    unsigned nlev;
+} bq_q;
+
+static inline void bq_q_set(bq_q *c, float s)
+{
+    c->s = s;
+    c->inv_s = s > 0 ? 1.0f / s : 0.0f;
+}
+
+/* Nearest index of normalized value y (uniform: round and clamp). */
+static inline unsigned bq_index(const bq_q *c, float y)
+{
+    if (c->lv) {
+        float u = y * c->inv_s;
+        unsigned q = 0;
+        for (unsigned k = 0; k + 1 < c->nlev; k++)
+            q += u > c->thr[k];
+        return q;
+    }
+    float t = y * c->inv_s + c->half;
+    t = t > 0 ? t : 0;
+    t = t < c->top ? t : c->top;
+    return (unsigned)(int)(t + 0.5f);
+}
+
+static inline float bq_level(const bq_q *c, unsigned q)
+{
+    return c->lv ? c->lv[q] : (float)q - c->half;
+}
+
+/* One block quantized with scale c->s: its squared error (exactly as
+ * decoded) and the sums of the least-squares scale for that assignment,
+ * sum(y L) / sum(L^2), y = x / mul - zero. */
+typedef struct {
+    float err, num, den;
+} bq_ev;
+
+#if defined(__SSE2__)
+/* The eight-lane loop of bq_eval (uniform levels), the same operations in
+ * the same order per lane; adds into the lane sums; returns values done. */
+static size_t bq_eval_sse2(const bq_q *c, const float *x, size_t len, float *ea, float *na,
+                           float *da)
+{
+    const __m128 im = _mm_set1_ps(c->inv_mul), z = _mm_set1_ps(c->z), is = _mm_set1_ps(c->inv_s);
+    const __m128 h = _mm_set1_ps(c->half), top = _mm_set1_ps(c->top), zero = _mm_setzero_ps();
+    const __m128 half = _mm_set1_ps(0.5f), s = _mm_set1_ps(c->s), mul = _mm_set1_ps(c->mul);
+    __m128 e0 = _mm_loadu_ps(ea), e1 = _mm_loadu_ps(ea + 4), n0 = _mm_loadu_ps(na);
+    __m128 n1 = _mm_loadu_ps(na + 4), d0 = _mm_loadu_ps(da), d1 = _mm_loadu_ps(da + 4);
+    size_t i = 0;
+#define BQ_LANES(xv, E, N, D)                                                             \
+    do {                                                                                  \
+        __m128 y = _mm_sub_ps(_mm_mul_ps(xv, im), z);                                     \
+        __m128 t = _mm_add_ps(_mm_mul_ps(y, is), h);                                      \
+        t = _mm_min_ps(_mm_max_ps(t, zero), top);                                         \
+        __m128 lv = _mm_sub_ps(_mm_cvtepi32_ps(_mm_cvttps_epi32(_mm_add_ps(t, half))), h); \
+        __m128 e = _mm_sub_ps(xv, _mm_mul_ps(mul, _mm_add_ps(_mm_mul_ps(s, lv), z)));     \
+        E = _mm_add_ps(E, _mm_mul_ps(e, e));                                              \
+        N = _mm_add_ps(N, _mm_mul_ps(y, lv));                                             \
+        D = _mm_add_ps(D, _mm_mul_ps(lv, lv));                                            \
+    } while (0)
+    for (; i + 8 <= len; i += 8) {
+        __m128 x0 = _mm_loadu_ps(x + i), x1 = _mm_loadu_ps(x + i + 4);
+        BQ_LANES(x0, e0, n0, d0);
+        BQ_LANES(x1, e1, n1, d1);
+    }
+#undef BQ_LANES
+    _mm_storeu_ps(ea, e0), _mm_storeu_ps(ea + 4, e1);
+    _mm_storeu_ps(na, n0), _mm_storeu_ps(na + 4, n1);
+    _mm_storeu_ps(da, d0), _mm_storeu_ps(da + 4, d1);
+    return i;
+}
+#endif
+
+static bq_ev bq_eval(const bq_q *c, const float *x, size_t len)
+{
+    float ea[8] = { 0 }, na[8] = { 0 }, da[8] = { 0 };
+    const float mul = c->mul, s = c->s, z = c->z, im = c->inv_mul;
+    size_t i = 0;
+#if defined(__SSE2__)
+    if (!c->lv && tvs__lossy_simd)
+        i = bq_eval_sse2(c, x, len, ea, na, da);
+#endif
+    if (!c->lv) {   /* eight lanes: the SSE2 loop does the same, lane for lane */
+        const float is = c->inv_s, h = c->half, top = c->top;
+        for (; i + 8 <= len; i += 8)
+            for (unsigned l = 0; l < 8; l++) {
+                float y = x[i + l] * im - z;
+                float t = y * is + h;
+                t = t > 0 ? t : 0;
+                t = t < top ? t : top;
+                float lv = (float)(int)(t + 0.5f) - h;
+                float e = x[i + l] - mul * (s * lv + z);
+                ea[l] += e * e;
+                na[l] += y * lv;
+                da[l] += lv * lv;
+            }
+    }
+    if (c->lv) {   /* codebook: the nearest level by counting thresholds, lane-wise */
+        const float is = c->inv_s;
+        for (; i + 8 <= len; i += 8) {
+            float y[8], u[8], lv[8];
+            unsigned q[8] = { 0 };
+            for (unsigned l = 0; l < 8; l++) {
+                y[l] = x[i + l] * im - z;
+                u[l] = y[l] * is;
+            }
+            for (unsigned k = 0; k + 1 < c->nlev; k++)
+                for (unsigned l = 0; l < 8; l++)
+                    q[l] += u[l] > c->thr[k];
+            for (unsigned l = 0; l < 8; l++)
+                lv[l] = c->lv[q[l]];
+            for (unsigned l = 0; l < 8; l++) {
+                float e = x[i + l] - mul * (s * lv[l] + z);
+                ea[l] += e * e;
+                na[l] += y[l] * lv[l];
+                da[l] += lv[l] * lv[l];
+            }
+        }
+    }
+    for (; i < len; i++) {
+        float y = x[i] * im - z, lv = bq_level(c, bq_index(c, y));
+        float e = x[i] - mul * (s * lv + z);
+        ea[i % 8] += e * e;
+        na[i % 8] += y * lv;
+        da[i % 8] += lv * lv;
+    }
+    bq_ev r;
+    r.err = ((ea[0] + ea[1]) + (ea[2] + ea[3])) + ((ea[4] + ea[5]) + (ea[6] + ea[7]));
+    r.num = ((na[0] + na[1]) + (na[2] + na[3])) + ((na[4] + na[5]) + (na[6] + na[7]));
+    r.den = ((da[0] + da[1]) + (da[2] + da[3])) + ((da[4] + da[5]) + (da[6] + da[7]));
+    return r;
+}
+
+/*
+ * Best f16 scale for one block: a few steps around @p step0 (uniform
+ * levels), or @p step0 itself (a codebook, or no spread); then least-squares
+ * refits of the best while they lower the error.
+ */
+static float bq_fit_block(bq_q *c, const float *x, size_t len, float step0, float *err_out)
+{
+    float best_s = 0;
+    bq_ev best = { INFINITY, 0, 0 };
+    if (c->lv || step0 <= 0) {
+        bq_q_set(c, f16round(step0 > 0 ? step0 : 0));
+        best_s = c->s;
+        best = bq_eval(c, x, len);
+    } else {
+        for (size_t t = 0; t < sizeof step_try / sizeof *step_try; t++) {
+            bq_q_set(c, f16round(step0 * step_try[t]));
+            bq_ev ev = bq_eval(c, x, len);
+            if (ev.err < best.err)
+                best = ev, best_s = c->s;
+        }
+    }
+    for (int it = 0; it < REFITS && best_s > 0 && best.num > 0 && best.den > 0; it++) {
+        bq_q_set(c, f16round(best.num / best.den));
+        if (c->s == best_s)
+            break;
+        bq_ev ev = bq_eval(c, x, len);
+        if (!(ev.err < best.err))
+            break;
+        best = ev, best_s = c->s;
+    }
+    bq_q_set(c, best_s);
+    *err_out = best.err;
+    return best_s;
+}
+
+/* Weighted Lloyd iterations on block-normalized values, from uniform levels. */
+static void bq_lloyd(float *lv, const float *x, size_t m, const float *sc, const float *zs,
+                     unsigned block, float mul, unsigned bits)
+{
+    unsigned nlev = 1u << bits;
+    size_t nb = (m + block - 1) / block;
+    size_t stride = 1;
+    while ((nb / stride) * block > LLOYD_MAX_VALUES)
+        stride++;
+    float thr[15];
+    const float inv_mul = 1.0f / mul;
+    for (unsigned q = 0; q < nlev; q++)
+        lv[q] = (float)q - (float)(nlev - 1) * 0.5f;
+    for (int it = 0; it < LLOYD_ITERS; it++) {
+        double sum[16] = { 0 }, wsum[16] = { 0 };
+        for (unsigned k = 0; k + 1 < nlev; k++)
+            thr[k] = (lv[k] + lv[k + 1]) * 0.5f;
+        for (size_t b = 0; b < nb; b += stride) {
+            float s = sc[b];
+            if (!(s > 0))
+                continue;
+            double wgt = (double)s * s;
+            float inv_s = 1.0f / s;
+            size_t lo = b * block, hi = TVS_MIN(lo + block, m);
+            for (size_t i = lo; i < hi; i++) {
+                float u = (x[i] * inv_mul - zs[b]) * inv_s;
+                unsigned q = 0;
+                for (unsigned k = 0; k + 1 < nlev; k++)
+                    q += u > thr[k];
+                sum[q] += wgt * u;
+                wsum[q] += wgt;
+            }
+        }
+        for (unsigned q = 0; q < nlev; q++)
+            if (wsum[q] > 0)
+                lv[q] = (float)(sum[q] / wsum[q]);
+    }
+}
+
+/* Bit writer, LSB first. */
+typedef struct {
+    uint8_t *p;
+    uint64_t acc;
+    unsigned n;
+} bitw;
+
+static inline void bw_put(bitw *w, uint32_t v, unsigned bits)
+{
+    w->acc |= (uint64_t)v << w->n;
+    w->n += bits;
+    if (w->n >= 32) {
+        tvs_store_le32(w->p, (uint32_t)w->acc);
+        w->p += 4;
+        w->acc >>= 32;
+        w->n -= 32;
+    }
+}
+
+static uint8_t *bw_end(bitw *w)
+{
+    for (; w->n > 0; w->n = w->n > 8 ? w->n - 8 : 0) {
+        *w->p++ = (uint8_t)w->acc;
+        w->acc >>= 8;
+    }
+    return w->p;
+}
+
+/*
+ * Fit a BLOCKQ body over x[0..m) (scales and zero points into @p work,
+ * bq_scratch bytes) and return its size; bq_write then writes it.
+ */
+typedef struct {
+    unsigned bits, block;
+    int zp, cb;
+    float mul;
+    float lv[16];
+    float *sc, *zs;
+    size_t m, nb;
+} bq_fit;
+
+static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_params *p,
+                          float *work)
+{
+    const unsigned bits = p->bits, block = p->block;
+    size_t nb = (m + block - 1) / block;
+    f->bits = bits;
+    f->block = block;
+    f->zp = (p->flags & TVS_BQ_ZERO) != 0;
+    f->cb = 0;
+    f->m = m;
+    f->nb = nb;
+    f->sc = work;
+    f->zs = work + nb;
+    /* per block: centre (mean with a zero point) and starting step, kept in sc/zs for now */
+    double top_step = 0, top_c = 0;
+    for (size_t b = 0; b < nb; b++) {
+        const float *xb = x + b * block;
+        size_t len = TVS_MIN(m - b * block, block);
+        double sum = 0, sq = 0, ab = 0;
+        for (size_t i = 0; i < len; i++)
+            sum += xb[i];
+        double c = f->zp ? sum / (double)len : 0;
+        for (size_t i = 0; i < len; i++) {
+            double y = xb[i] - c;
+            sq += y * y;
+            ab += fabs(y);
+        }
+        double step = bits == 1 ? 2 * ab / (double)len
+                                : gauss_step[bits] * sqrt(sq / (double)len);
+        f->sc[b] = (float)step;
+        f->zs[b] = (float)c;
+        top_step = TVS_MAX(top_step, step);
+        top_c = TVS_MAX(top_c, fabs(c));
+    }
+    /* mul: the largest step tried is 1024 in f16 (full precision); zero points <= 32768 */
+    double mul = TVS_MAX(top_step * (bits == 1 ? 1.0 : STEP_MAX) / 1024.0, top_c / 32768.0);
+    f->mul = (float)mul;
+    if (!(f->mul > 0) || !isfinite(1.0f / f->mul)) {
+        /* all zero (or too small to scale): everything decodes to 0 */
+        f->mul = 0;
+        for (size_t b = 0; b < nb; b++)
+            f->sc[b] = f->zs[b] = 0;
+        return bq_size(m, bits, block, f->zp, 0);
+    }
+    bq_q c = { f->mul, 1.0f / f->mul, 0, 0, 0, (float)((1u << bits) - 1) * 0.5f,
+               (float)((1u << bits) - 1), NULL, NULL, 1u << bits };
+    double err_u = 0;
+    for (size_t b = 0; b < nb; b++) {
+        const float *xb = x + b * block;
+        size_t len = TVS_MIN(m - b * block, block);
+        c.z = f->zp ? f16round(f->zs[b] / f->mul) : 0.0f;
+        float e, step0 = f->sc[b] / f->mul;
+        if (bits == 1) {
+            /* L2-optimal: levels +-mean|y| around the stored zero point */
+            double ab = 0;
+            for (size_t i = 0; i < len; i++)
+                ab += fabs((double)(xb[i] * c.inv_mul - c.z));
+            bq_q_set(&c, f16round((float)(2 * ab / (double)len)));
+            e = bq_eval(&c, xb, len).err;
+        } else {
+            bq_fit_block(&c, xb, len, step0, &e);
+        }
+        f->sc[b] = c.s;
+        f->zs[b] = c.z;
+        err_u += e;
+    }
+    if (!want_cb(p))
+        return bq_size(m, bits, block, f->zp, 0);
+    /* a codebook (weighted Lloyd from the uniform levels), the scales refit
+     * to it (trial scales in sc_cb), kept only if the total error is lower */
+    float thr[15], *sc_cb = work + 2 * nb;
+    unsigned nlev = 1u << bits;
+    bq_lloyd(f->lv, x, m, f->sc, f->zs, block, f->mul, bits);
+    for (unsigned k = 0; k + 1 < nlev; k++)
+        thr[k] = (f->lv[k] + f->lv[k + 1]) * 0.5f;
+    bq_q cc = c;
+    cc.lv = f->lv;
+    cc.thr = thr;
+    double err_c = 0;
+    for (size_t b = 0; b < nb; b++) {
+        const float *xb = x + b * block;
+        size_t len = TVS_MIN(m - b * block, block);
+        float e;
+        cc.z = f->zs[b];
+        sc_cb[b] = bq_fit_block(&cc, xb, len, f->sc[b], &e);
+        err_c += e;
+    }
+    if (!(err_c < err_u))
+        return bq_size(m, bits, block, f->zp, 0);
+    memcpy(f->sc, sc_cb, nb * sizeof *sc_cb);
+    f->cb = 1;
+    return bq_size(m, bits, block, f->zp, 1);
+}
+
+static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x)
+{
+    const unsigned bits = f->bits, nlev = 1u << bits;
+    *o++ = (uint8_t)bits;
+    o[0] = (uint8_t)f->block;
+    o[1] = (uint8_t)(f->block >> 8);
+    o += 2;
+    *o++ = (uint8_t)((f->zp ? TVS_BQ_ZERO : 0) | (f->cb ? TVS_BQ_CODEBOOK : 0));
+    tvs_store_le32(o, f2u(f->mul));
+    o += 4;
+    if (f->cb)
+        for (unsigned q = 0; q < nlev; q++, o += 4)
+            tvs_store_le32(o, f2u(f->lv[q]));
+    for (size_t b = 0; b < f->nb; b++, o += 2) {
+        uint16_t h = f2h(f->sc[b]);
+        o[0] = (uint8_t)h, o[1] = (uint8_t)(h >> 8);
+    }
+    if (f->zp)
+        for (size_t b = 0; b < f->nb; b++, o += 2) {
+            uint16_t h = f2h(f->zs[b]);
+            o[0] = (uint8_t)h, o[1] = (uint8_t)(h >> 8);
+        }
+    float thr[15];
+    if (f->cb)
+        for (unsigned k = 0; k + 1 < nlev; k++)
+            thr[k] = (f->lv[k] + f->lv[k + 1]) * 0.5f;
+    bq_q c = { f->mul, f->mul > 0 ? 1.0f / f->mul : 0, 0, 0, 0,
+               (float)(nlev - 1) * 0.5f, (float)(nlev - 1), f->cb ? f->lv : NULL,
+               f->cb ? thr : NULL, nlev };
+    bitw w = { o, 0, 0 };
+    uint8_t q[TVS_BQ_MAX_BLOCK];
+    for (size_t b = 0; b < f->nb; b++) {
+        const float *xb = x + b * f->block;
+        size_t len = TVS_MIN(f->m - b * f->block, f->block);
+        c.z = f->zs[b];
+        bq_q_set(&c, f->sc[b]);
+        if (f->cb) {
+            for (size_t i = 0; i < len; i++)
+                q[i] = (uint8_t)bq_index(&c, xb[i] * c.inv_mul - c.z);
+        } else {   /* bq_index, uniform, in a loop the compiler vectorizes */
+            const float im = c.inv_mul, z = c.z, is = c.inv_s, h = c.half, top = c.top;
+            for (size_t i = 0; i < len; i++) {
+                float t = (xb[i] * im - z) * is + h;
+                t = t > 0 ? t : 0;
+                t = t < top ? t : top;
+                q[i] = (uint8_t)(int)(t + 0.5f);
+            }
+        }
+        for (size_t i = 0; i < len; i++)
+            bw_put(&w, q[i], bits);
+    }
+    return bw_end(&w);
+}
+
+/* ---- LOWRANK encoder: randomized subspace iteration + one-sided Jacobi */
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Orthonormalize the l columns of row-major X (r x l): modified
+ * Gram-Schmidt, twice; a column that vanishes becomes zero. */
+static void mgs(double *X, size_t r, size_t l)
+{
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t j = 0; j < l; j++) {
+            for (size_t p = 0; p < j; p++) {
+                double dot = 0;
+                for (size_t i = 0; i < r; i++)
+                    dot += X[i * l + p] * X[i * l + j];
+                for (size_t i = 0; i < r; i++)
+                    X[i * l + j] -= dot * X[i * l + p];
+            }
+            double nn = 0;
+            for (size_t i = 0; i < r; i++)
+                nn += X[i * l + j] * X[i * l + j];
+            double inv = nn > 1e-280 ? 1.0 / sqrt(nn) : 0;
+            for (size_t i = 0; i < r; i++)
+                X[i * l + j] *= inv;
+        }
+}
+
+/* Y (rows x l) = A (rows x cols) · X (cols x l) */
+static void mul_ax(double *Y, const float *A, const double *X, size_t rows, size_t cols, size_t l)
+{
+    for (size_t i = 0; i < rows; i++) {
+        double *y = Y + i * l;
+        for (size_t t = 0; t < l; t++)
+            y[t] = 0;
+        for (size_t j = 0; j < cols; j++) {
+            double a = A[i * cols + j];
+            const double *x = X + j * l;
+            if (a != 0)
+                for (size_t t = 0; t < l; t++)
+                    y[t] += a * x[t];
+        }
+    }
+}
+
+/* Z (cols x l) = A^T · Q (rows x l) */
+static void mul_atx(double *Z, const float *A, const double *Q, size_t rows, size_t cols, size_t l)
+{
+    memset(Z, 0, cols * l * sizeof *Z);
+    for (size_t i = 0; i < rows; i++) {
+        const double *q = Q + i * l;
+        for (size_t j = 0; j < cols; j++) {
+            double a = A[i * cols + j];
+            double *z = Z + j * l;
+            if (a != 0)
+                for (size_t t = 0; t < l; t++)
+                    z[t] += a * q[t];
+        }
+    }
+}
+
+/* One-sided Jacobi on the columns of W (c x l): W·J has orthogonal columns. */
+static void jacobi(double *W, double *J, size_t c, size_t l)
+{
+    for (size_t i = 0; i < l * l; i++)
+        J[i] = i % (l + 1) == 0;
+    for (int sweep = 0; sweep < 40; sweep++) {
+        int rotated = 0;
+        for (size_t p = 0; p + 1 < l; p++)
+            for (size_t q = p + 1; q < l; q++) {
+                double a = 0, b = 0, g = 0;
+                for (size_t i = 0; i < c; i++) {
+                    double x = W[i * l + p], y = W[i * l + q];
+                    a += x * x;
+                    b += y * y;
+                    g += x * y;
+                }
+                if (g == 0 || fabs(g) <= 1e-15 * sqrt(a * b))
+                    continue;
+                rotated = 1;
+                double zeta = (b - a) / (2 * g);
+                double t = (zeta >= 0 ? 1.0 : -1.0) / (fabs(zeta) + sqrt(1 + zeta * zeta));
+                double cs = 1 / sqrt(1 + t * t), sn = cs * t;
+                for (size_t i = 0; i < c; i++) {
+                    double x = W[i * l + p], y = W[i * l + q];
+                    W[i * l + p] = cs * x - sn * y;
+                    W[i * l + q] = sn * x + cs * y;
+                }
+                for (size_t i = 0; i < l; i++) {
+                    double x = J[i * l + p], y = J[i * l + q];
+                    J[i * l + p] = cs * x - sn * y;
+                    J[i * l + q] = sn * x + cs * y;
+                }
+            }
+        if (!rotated)
+            break;
+    }
+}
+
+static void fac_store(uint8_t *o, double v, tvs_dtype fdt)
+{
+    float f = (float)v;
+    if (fdt == TVS_DTYPE_F32) {
+        tvs_store_le32(o, f2u(f));
+    } else {
+        uint16_t h = fdt == TVS_DTYPE_BF16 ? f2bf(f) : f2h(f);
+        o[0] = (uint8_t)h, o[1] = (uint8_t)(h >> 8);
+    }
+}
+
+static void lr_header(uint8_t *o, uint32_t rows, uint32_t cols, uint32_t rank, tvs_dtype fdt,
+                      float scale)
+{
+    tvs_store_le32(o, rows);
+    tvs_store_le32(o + 4, cols);
+    tvs_store_le32(o + 8, rank);
+    o[12] = (uint8_t)fdt;
+    tvs_store_le32(o + 13, f2u(scale));
+}
+
+static void lowrank_encode(uint8_t *o, const tvs_lossy_params *p, const float *A, void *scratch)
+{
+    const size_t rows = p->rows, cols = p->cols, r = lr_rank(p);
+    const size_t l = lr_oversample(r, rows, cols);
+    carve cv = { (uint8_t *)ALIGN16((uintptr_t)scratch) };
+    double *Q = take(&cv, rows * l * 8), *Z = take(&cv, cols * l * 8);
+    double *J = take(&cv, l * l * 8);
+    double *sig = take(&cv, l * 8);
+    size_t *ord = take(&cv, l * sizeof(size_t));
+    uint64_t seed = 0x6c6f737379ull;   /* fixed: the output depends only on the input */
+    for (size_t i = 0; i < cols * l; i++)
+        Z[i] = (splitmix64(&seed) >> 63) ? 1.0 : -1.0;
+    mul_ax(Q, A, Z, rows, cols, l);
+    mgs(Q, rows, l);
+    for (int it = 0; it < 2; it++) {
+        mul_atx(Z, A, Q, rows, cols, l);
+        mgs(Z, cols, l);
+        mul_ax(Q, A, Z, rows, cols, l);
+        mgs(Q, rows, l);
+    }
+    mul_atx(Z, A, Q, rows, cols, l);   /* Z = B^T, B = Q^T A */
+    jacobi(Z, J, cols, l);             /* A ~ (Q J) diag(sig) (Z J / sig)^T */
+    for (size_t t = 0; t < l; t++) {
+        double nn = 0;
+        for (size_t j = 0; j < cols; j++)
+            nn += Z[j * l + t] * Z[j * l + t];
+        sig[t] = sqrt(nn);
+        ord[t] = t;
+    }
+    for (size_t a = 1; a < l; a++)   /* by sigma, descending; stable */
+        for (size_t b = a; b > 0 && sig[ord[b]] > sig[ord[b - 1]]; b--) {
+            size_t tmp = ord[b];
+            ord[b] = ord[b - 1];
+            ord[b - 1] = tmp;
+        }
+    /* U[i][t] = (Q J)[i][ord t] (orthonormal columns); V[t][j] = Z[j][ord t]
+     * (carries sigma). Balance: each factor scaled by a power of two so its
+     * largest magnitude is in [0.5, 1), the product going into `scale`. */
+    double umax = 0, vmax = 0;
+    for (size_t i = 0; i < rows; i++)
+        for (size_t t = 0; t < r; t++) {
+            double u = 0;
+            for (size_t q = 0; q < l; q++)
+                u += Q[i * l + q] * J[q * l + ord[t]];
+            umax = TVS_MAX(umax, fabs(u));
+        }
+    for (size_t t = 0; t < r; t++)
+        if (sig[ord[t]] > 0) {
+            double mx = 0;
+            for (size_t j = 0; j < cols; j++)
+                mx = TVS_MAX(mx, fabs(Z[j * l + ord[t]]));
+            vmax = TVS_MAX(vmax, mx);   /* V carries sigma: Z columns are sig * v */
+        }
+    int eu = 0, ev = 0;
+    if (umax > 0)
+        frexp(umax, &eu);
+    if (vmax > 0)
+        frexp(vmax, &ev);
+    if (eu + ev < -126 || eu + ev > 127)
+        eu = ev = 0;
+    double cu = ldexp(1.0, -eu), cvv = ldexp(1.0, -ev);
+    float scale = (float)ldexp(1.0, eu + ev);
+    unsigned fw = width_of(p->factor_dtype);
+    lr_header(o, (uint32_t)rows, (uint32_t)cols, (uint32_t)r, p->factor_dtype, scale);
+    uint8_t *uo = o + LR_HDR, *vo = uo + rows * r * fw;
+    for (size_t i = 0; i < rows; i++)
+        for (size_t t = 0; t < r; t++) {
+            double u = 0;
+            for (size_t q = 0; q < l; q++)
+                u += Q[i * l + q] * J[q * l + ord[t]];
+            fac_store(uo + (i * r + t) * fw, u * cu, p->factor_dtype);
+        }
+    for (size_t t = 0; t < r; t++)
+        for (size_t j = 0; j < cols; j++)
+            fac_store(vo + (t * cols + j) * fw,
+                      sig[ord[t]] > 0 ? Z[j * l + ord[t]] * cvv : 0, p->factor_dtype);
+}
+
+int tvs_lossy_lowrank_put(uint8_t *dst, size_t cap, size_t *written, uint32_t rows,
+                          uint32_t cols, uint32_t rank, tvs_dtype fdt, float scale,
+                          const uint8_t *u, const uint8_t *v)
+{
+    if (rows < 1 || cols < 1 || (uint64_t)rows * cols > TVS_LOSSY_MAX_UNIT)
+        return tvs__fail(TVS_EINVAL, "lowrank shape %ux%u (must hold 1..%u elements)", rows,
+                         cols, TVS_LOSSY_MAX_UNIT);
+    if (rank < 1 || rank > TVS_LOSSY_MAX_RANK)
+        return tvs__fail(TVS_EINVAL, "lowrank rank %u not in 1..%u", rank, TVS_LOSSY_MAX_RANK);
+    if (!fdt_ok(fdt))
+        return tvs__fail(TVS_EINVAL, "lowrank factors of %s (must be F16, BF16 or F32)",
+                         tvs_dtype_name(fdt));
+    if (!isfinite(scale))
+        return tvs__fail(TVS_EINVAL, "lowrank scale is not finite");
+    unsigned fw = width_of(fdt);
+    size_t nu = (size_t)rows * rank, nv = (size_t)rank * cols;
+    size_t need = LR_HDR + (nu + nv) * fw;
+    if (factors_finite(u, nu, fdt, "U") || factors_finite(v, nv, fdt, "V"))
+        return tvs__failctx(TVS_EINVAL, "lowrank_put");
+    if (cap < need)
+        return tvs__fail(TVS_EBUFS, "lowrank unit needs %zu bytes, have %zu", need, cap);
+    lr_header(dst, rows, cols, rank, fdt, scale);
+    memcpy(dst + LR_HDR, u, nu * fw);
+    memcpy(dst + LR_HDR + nu * fw, v, nv * fw);
+    *written = need;
+    return 0;
+}
+
+/* ---- encode entry point */
+
+static int check_params(const tvs_lossy_params *p, size_t n, tvs_dtype dt)
+{
+    if (p->codec >= TVS_LC_COUNT)
+        return tvs__fail(TVS_EINVAL, "unknown unit codec %u", p->codec);
+    if (n < 1 || n > TVS_LOSSY_MAX_UNIT)
+        return tvs__fail(TVS_EINVAL, "unit of %zu elements (must be 1..%u)", n,
+                         TVS_LOSSY_MAX_UNIT);
+    if (p->codec != TVS_LC_ZERO && !tvs_lossy_unit_bound(p, n, dt))
+        return tvs__fail(TVS_EINVAL, "invalid %s parameters (bits %u, block %u, flags 0x%x, "
+                         "density %g, %ux%u rank %u, factor dtype %d) for %zu elements",
+                         tvs_lossy_codec_name(p->codec), p->bits, p->block, p->flags,
+                         (double)p->density, p->rows, p->cols, p->rank, (int)p->factor_dtype,
+                         n);
+    return 0;
+}
+
+static int need_cap(size_t need, size_t cap, unsigned codec)
+{
+    if (need > cap)
+        return tvs__fail(TVS_EBUFS, "%s unit needs %zu bytes, have %zu",
+                         tvs_lossy_codec_name(codec), need, cap);
+    return 0;
+}
+
+int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_lossy_params *p,
+                          const float *d, const uint8_t *ft, tvs_dtype dt, size_t n,
+                          void *scratch)
+{
+    int rc = check_params(p, n, dt);
+    if (rc)
+        return rc;
+    if (p->codec == TVS_LC_ZERO)
+        return *written = 0, 0;
+    if (p->codec == TVS_LC_VERBATIM) {
+        size_t need = n * width_of(dt);
+        if ((rc = need_cap(need, cap, p->codec)))
+            return rc;
+        memcpy(dst, ft, need);
+        return *written = need, 0;
+    }
+    uint32_t special = 0;   /* no early exit: the loop vectorizes */
+    for (size_t i = 0; i < n; i++)
+        special |= (f2u(d[i]) & 0x7f800000u) == 0x7f800000u;
+    if (special)
+        for (size_t i = 0; i < n; i++)
+            if (!finite32(f2u(d[i])))
+                return tvs__fail(TVS_EINVAL, "delta element %zu is not finite", i);
+    carve cv = { (uint8_t *)ALIGN16((uintptr_t)scratch) };
+    size_t need, k = tvs_lossy_keep_count(p->density, n);
+    uint8_t *o = dst;
+    bq_fit f;
+    switch (p->codec) {
+    case TVS_LC_BLOCKQ:
+        need = bq_fit_body(&f, d, n, p, take(&cv, bq_scratch(n, p->block)));
+        if ((rc = need_cap(need, cap, p->codec)))
+            return rc;
+        o = bq_write(o, &f, d);
+        break;
+    case TVS_LC_SIGN:
+    case TVS_LC_SPARSEQ: {
+        uint32_t *keys = take(&cv, n * 4);
+        uint64_t *kb = take(&cv, ceil8(n) + 8);
+        top_k(kb, keys, d, n, k);
+        mask_choice mc = mask_choose(kb, n, k);
+        float *vals = (float *)keys, *work = NULL;
+        size_t j = 0;
+        double sum = 0;
+        for (size_t i = 0; i < n; i++)
+            if (kept_at(kb, i)) {
+                vals[j++] = d[i];
+                sum += fabs((double)d[i]);
+            }
+        if (p->codec == TVS_LC_SIGN) {
+            need = 4 + MASK_HDR + mc.len + ceil8(k);
+        } else {
+            work = take(&cv, bq_scratch(k, p->block));
+            need = MASK_HDR + mc.len + bq_fit_body(&f, vals, k, p, work);
+        }
+        if ((rc = need_cap(need, cap, p->codec)))
+            return rc;
+        if (p->codec == TVS_LC_SIGN) {
+            tvs_store_le32(o, f2u((float)(sum / (double)k)));
+            o = mask_write(o + 4, kb, n, k, mc);
+            memset(o, 0, ceil8(k));
+            for (size_t t = 0; t < k; t++)
+                o[t / 8] |= (uint8_t)((vals[t] < 0) << (t % 8));
+            o += ceil8(k);
+        } else {
+            o = mask_write(o, kb, n, k, mc);
+            o = bq_write(o, &f, vals);
+        }
+        break;
+    }
+    case TVS_LC_LOWRANK:
+        need = tvs_lossy_unit_bound(p, n, dt);
+        if ((rc = need_cap(need, cap, p->codec)))
+            return rc;
+        lowrank_encode(o, p, d, scratch);
+        o += need;
+        break;
+    }
+    *written = (size_t)(o - dst);
+    return 0;
+}
