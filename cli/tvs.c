@@ -4,6 +4,7 @@
  * "tvs: <what>: <why>", and map to an exit code in one table (exit_code).
  */
 #include <errno.h>
+#include <math.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include "engine/store.h"
 #include "format/codec.h"
 #include "format/dtype.h"
+#include "format/lossy.h"
 #include "query/plan.h"
 
 static const char *g_store;   /* --store */
@@ -220,6 +222,26 @@ static void print_import(const char *what, const char *as, const tvs_import_resu
     printf("  %zu tensors: %zu unchanged from base, %zu deduplicated, %zu delta, %zu full; "
            "%s logical, %s newly stored (%.4f)\n", r->n_tensors, r->n_unchanged, r->n_dedup,
            r->n_delta, r->n_full, l, w, r->logical ? (double)r->written / r->logical : 0);
+    if (r->n_lossy)
+        printf("  lossy: %zu tensors in %zu units; %.3f bits per parameter (1/%.1f of BF16); "
+               "relative error %.4f overall, %.4f in the worst unit\n", r->n_lossy,
+               r->n_units, r->params ? (double)r->own * 8 / (double)r->params : 0,
+               r->own ? (double)r->params * 2 / (double)r->own : 0, r->err_l2,
+               r->max_unit_err);
+}
+
+/* A number for a lossy option: the whole argument, finite. */
+static int parse_real(double *out, const char *s, const char *opt)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end || errno || !isfinite(v)) {
+        fprintf(stderr, "tvs: %s \"%s\" is not a number\n", opt, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
 }
 
 #define MAX_PARENTS 16
@@ -230,12 +252,31 @@ static int cmd_import(int argc, char **argv)
         { "as", required_argument, 0, 'a' }, { "message", required_argument, 0, 'm' },
         { "threads", required_argument, 0, 't' }, { "level", required_argument, 0, 'l' },
         { "base", required_argument, 0, 'b' }, { "parent", required_argument, 0, 'p' },
+        { "lossy", no_argument, 0, 'L' }, { "max-error", required_argument, 0, 'E' },
+        { "bits", required_argument, 0, 'B' }, { "lora", no_argument, 0, 'R' },
         { 0, 0, 0, 0 } };
     const char *as = NULL, *parents[MAX_PARENTS];
     tvs_import_opts o = TVS_IMPORT_OPTS_INIT;
-    int c;
+    int c, lossy = 0, lora = 0, budget = 0;
     while ((c = getopt_long(argc, argv, "a:m:t:b:p:", opts, NULL)) != -1) {
         switch (c) {
+        case 'L': lossy = 1; break;
+        case 'R': lora = 1; break;
+        case 'E':
+            budget++;
+            if (parse_real(&o.max_error, optarg, "--max-error"))
+                return 2;
+            if (!(o.max_error > 0 && o.max_error < 1))
+                return usage_error("import", "--max-error E is a relative L2 error: 0 < E < 1");
+            break;
+        case 'B':
+            budget++;
+            if (parse_real(&o.bits, optarg, "--bits"))
+                return 2;
+            if (!(o.bits > 0 && o.bits <= 16))
+                return usage_error("import", "--bits B is an average of bits per parameter: "
+                                   "0 < B <= 16");
+            break;
         case 'a': as = optarg; break;
         case 'm': o.message = optarg; break;
         case 't': o.threads = atoi(optarg); break;
@@ -254,10 +295,33 @@ static int cmd_import(int argc, char **argv)
         return usage_error("import", "give exactly one PATH");
     if (!as)
         return usage_error("import", "--as NAME is required");
+    if (lossy != (budget > 0) && !lora)
+        return usage_error("import", lossy ? "--lossy needs --max-error E or --bits B"
+                                           : "--max-error and --bits go with --lossy");
+    if (budget > 1)
+        return usage_error("import", "give one of --max-error and --bits");
+    if ((lossy || lora) && (!o.base || (strcmp(o.base, "auto") == 0 && lora)))
+        return usage_error("import", lora ? "--lora needs --base BASE: the model the adapter "
+                                            "was trained on"
+                                          : "--lossy stores a delta: give --base BASE (the "
+                                            "model it was fine-tuned from); a full model "
+                                            "cannot be stored lossy");
+    if (lora && budget)
+        return usage_error("import", "--lora stores the adapter's factors exactly; re-encode "
+                           "it afterwards with tvs compress");
     tvs_store *s;
     int rc = open_store(&s, 0);
     if (rc)
         return fail(rc, "import");
+    if (lora) {
+        tvs_import_result r;
+        rc = tvs_import_lora(&r, s, argv[optind], o.base, as, &o);
+        tvs_store_close(s);
+        if (rc)
+            return fail(rc, "import");
+        print_import(argv[optind], as, &r);
+        return 0;
+    }
     progress p;
     progress_init(&p, "importing");
     o.progress = progress_cb;
@@ -309,6 +373,85 @@ static int cmd_diff(int argc, char **argv)
         return fail(rc, "diff");
     print_import(argv[optind + 1], as, &r);
     return 0;
+}
+
+static int cmd_compress(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "as", required_argument, 0, 'a' }, { "message", required_argument, 0, 'm' },
+        { "threads", required_argument, 0, 't' }, { "max-error", required_argument, 0, 'E' },
+        { "bits", required_argument, 0, 'B' }, { 0, 0, 0, 0 } };
+    const char *as = NULL;
+    tvs_import_opts o = TVS_IMPORT_OPTS_INIT;
+    int c, budget = 0;
+    char msg[600];
+    while ((c = getopt_long(argc, argv, "a:m:t:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'a': as = optarg; break;
+        case 'm': o.message = optarg; break;
+        case 't': o.threads = atoi(optarg); break;
+        case 'E':
+            budget++;
+            if (parse_real(&o.max_error, optarg, "--max-error"))
+                return 2;
+            if (!(o.max_error > 0 && o.max_error < 1))
+                return usage_error("compress", "--max-error E is a relative L2 error: "
+                                   "0 < E < 1");
+            break;
+        case 'B':
+            budget++;
+            if (parse_real(&o.bits, optarg, "--bits"))
+                return 2;
+            if (!(o.bits > 0 && o.bits <= 16))
+                return usage_error("compress", "--bits B is an average of bits per "
+                                   "parameter: 0 < B <= 16");
+            break;
+        default: return usage_error("compress", "unknown option");
+        }
+    }
+    if (optind + 1 != argc)
+        return usage_error("compress", "give exactly one NAME");
+    if (!as)
+        return usage_error("compress", "--as NAME2 is required");
+    if (budget != 1)
+        return usage_error("compress", "give one of --max-error E and --bits B");
+    const char *name = argv[optind];
+    tvs_store *s;
+    tvs_txn *txn = NULL;
+    tvs_id id;
+    tvs_model_obj m;
+    char base[TVS_ID_HEX + 1];
+    int rc = open_store(&s, 0);
+    if (rc)
+        return fail(rc, "compress");
+    if (!(rc = tvs_txn_begin(&txn, s, TVS_TXN_READ)) && !(rc = tvs_resolve(&id, txn, name)) &&
+        !(rc = tvs_model_load(&m, txn, &id))) {
+        if (m.kind != TVS_MODEL_DELTA)
+            rc = tvs__fail(TVS_EINVAL, "'%s' is a full model; lossy encodings are deltas: "
+                           "store it as a delta first (tvs diff BASE %s --as NAME) or import "
+                           "it with --lossy --base BASE", name, name);
+        else
+            tvs_id_hex(base, &m.base);
+        tvs_model_dispose(&m);
+    }
+    tvs_txn_end(txn);
+    if (!rc) {
+        snprintf(msg, sizeof msg, "compress %s (%s %g)", name,
+                 o.bits > 0 ? "--bits" : "--max-error", o.bits > 0 ? o.bits : o.max_error);
+        if (!o.message)
+            o.message = msg;
+        progress p;
+        progress_init(&p, "compressing");
+        o.progress = progress_cb;
+        o.progress_payload = &p;
+        tvs_import_result r;
+        rc = tvs_diff(&r, s, base, name, as, &o);
+        progress_done(&p);
+        if (!rc)
+            print_import(name, as, &r);
+    }
+    tvs_store_close(s);
+    return rc ? fail(rc, "compress") : 0;
 }
 
 static void backup_item(const tvs_backup_item *it, void *p)
@@ -531,7 +674,9 @@ static void encoding_str(char *out, size_t cap, const tvs_tensor_obj *t, unsigne
         }
     }
     codec_list(cl, sizeof cl, codecs);
-    if (t->encoding == TVS_ENC_DELTA)
+    if (t->encoding == TVS_ENC_LOSSY)
+        snprintf(out, cap, "lossy (see --units)");
+    else if (t->encoding == TVS_ENC_DELTA)
         snprintf(out, cap, "delta %s (%s)", t->transform <= 3 ? tname[t->transform] : "?", cl);
     else
         snprintf(out, cap, "%s", cl);
@@ -598,14 +743,104 @@ static int show_file(tvs_txn *txn, const tvs_model_file *f, json_t *jfiles, int 
     return rc;
 }
 
+/* --units: one line (or JSON object) per unit of every lossy tensor */
+typedef struct {
+    const char *tensor;
+    size_t name_len;
+    const tvs_tensor_obj *t;
+    uint64_t first;            /* element index of the chunk */
+    double stored_per_raw;     /* chunk stored bytes / lossy chunk bytes */
+    json_t *arr;
+    uint64_t params;
+    double bits, e2, n2;
+} units_ctx;
+
+static int show_unit(const tvs_lossy_unit *u, size_t first, void *p)
+{
+    units_ctx *c = p;
+    char desc[128];
+    tvs_lossy_unit_describe(desc, sizeof desc, u);
+    uint64_t e0 = c->first + first;
+    double bits = (double)(u->payload.len + 17) * c->stored_per_raw * 8 / u->n;
+    uint64_t cols = 1;
+    for (uint32_t i = 1; i < c->t->rank; i++)
+        cols *= c->t->shape[i];
+    char where[64];
+    if (c->t->rank >= 2 && cols && e0 % cols == 0 && u->n % cols == 0)
+        snprintf(where, sizeof where, "rows %llu-%llu", (unsigned long long)(e0 / cols),
+                 (unsigned long long)((e0 + u->n) / cols - 1));
+    else
+        snprintf(where, sizeof where, "elems %llu-%llu", (unsigned long long)e0,
+                 (unsigned long long)(e0 + u->n - 1));
+    c->params += u->n;
+    c->bits += bits * u->n;
+    c->e2 += (double)u->err * u->err * u->norm * u->norm;
+    c->n2 += (double)u->norm * u->norm;
+    if (c->arr)
+        json_array_append_new(c->arr, json_pack(
+            "{s:s%, s:s, s:I, s:I, s:s, s:s, s:f, s:f, s:f}", "tensor", c->tensor,
+            c->name_len, "range", where, "first", (json_int_t)e0, "n", (json_int_t)u->n,
+            "codec", tvs_lossy_codec_name(u->codec), "params", desc, "bits_per_param", bits,
+            "rel_error", (double)u->err, "delta_norm", (double)u->norm));
+    else
+        printf("%-44.*s %-16s %-8s %-30s %7.3f %8.5f\n", (int)c->name_len, c->tensor, where,
+               tvs_lossy_codec_name(u->codec), desc, bits, (double)u->err);
+    return 0;
+}
+
+static int show_units(tvs_txn *txn, const tvs_model_obj *m, json_t *arr)
+{
+    tvs_codec_ctx *ctx;
+    int rc = tvs_codec_ctx_new(&ctx, TVS_CHUNK_SIZE);
+    if (rc)
+        return rc;
+    units_ctx c = { .arr = arr };
+    if (!arr)
+        printf("%-44s %-16s %-8s %-30s %7s %8s\n", "tensor", "unit", "codec", "parameters",
+               "bits/p", "rel.err");
+    for (size_t i = 0; !rc && i < m->n_files; i++)
+        for (size_t j = 0; !rc && j < m->files[i].n_tensors; j++) {
+            tvs_tensor_obj t;
+            const tvs_model_entry *e = &m->files[i].tensors[j];
+            if ((rc = tvs_tensor_load(&t, txn, &e->id)) || t.encoding != TVS_ENC_LOSSY)
+                continue;
+            unsigned w = tvs_dtype_bits(t.dtype) / 8;
+            c.tensor = (const char *)e->name.ptr;
+            c.name_len = e->name.len;
+            c.t = &t;
+            for (uint32_t k = 0; !rc && k < t.n_chunks; k++) {
+                tvs_id id;
+                tvs_span b, v;
+                tvs_tensor_chunk_id(&id, &t, k);
+                if ((rc = tvs_obj_get(&b, txn, &id)) || (rc = tvs_chunk_view(&v, b, ctx)))
+                    break;
+                c.first = (uint64_t)k * (t.chunk_size / w);
+                c.stored_per_raw = v.len ? (double)b.len / (double)v.len : 1;
+                rc = tvs_lossy_chunk_units(v, t.dtype, tvs_tensor_chunk_len(&t, k) / w,
+                                           show_unit, &c);
+            }
+        }
+    tvs_codec_ctx_free(ctx);
+    if (!rc && !arr && c.params)
+        printf("\n%llu parameters in lossy units: %.3f bits per parameter (units only), "
+               "relative error %.4f overall\n", (unsigned long long)c.params,
+               c.bits / (double)c.params, c.n2 > 0 ? sqrt(c.e2 / c.n2) : 0.0);
+    else if (!rc && !arr)
+        printf("(no lossy tensors)\n");
+    return rc;
+}
+
 static int cmd_show(int argc, char **argv)
 {
     static const struct option opts[] = { { "json", no_argument, 0, OPT_JSON },
+                                          { "units", no_argument, 0, 'u' },
                                           { 0, 0, 0, 0 } };
-    int json = 0, c;
+    int json = 0, units = 0, c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == OPT_JSON)
             json = 1;
+        else if (c == 'u')
+            units = 1;
         else
             return usage_error("show", "unknown option");
     }
@@ -622,6 +857,15 @@ static int cmd_show(int argc, char **argv)
     if ((rc = tvs_txn_begin(&txn, s, TVS_TXN_READ)) ||
         (rc = tvs_resolve(&id, txn, argv[optind])) || (rc = tvs_model_load(&m, txn, &id)))
         goto out;
+    if (units) {
+        json_t *arr = json ? json_array() : NULL;
+        rc = show_units(txn, &m, arr);
+        if (!rc && arr)
+            print_json(arr);
+        else
+            json_decref(arr);
+        goto out;
+    }
     fmt_time(when, sizeof when, m.time);
     json_t *jm = NULL, *jfiles = NULL;
     if (json) {
@@ -1286,12 +1530,16 @@ static int cmd_stats(int argc, char **argv)
             char h[TVS_ID_HEX + 1];
             char bh[TVS_ID_HEX + 1];
             json_array_append_new(models, json_pack(
-                "{s:s, s:s, s:s, s:s?, s:I, s:I, s:I, s:f}", "name", m->name, "model",
-                hex(&m->id, h), "kind", m->kind == TVS_MODEL_DELTA ? "delta" : "full", "base",
-                m->kind == TVS_MODEL_DELTA ? hex(&m->base, bh) : NULL, "logical_bytes",
-                (json_int_t)m->logical, "added_bytes", (json_int_t)m->added,
-                "restore_bytes", (json_int_t)m->stored, "share",
-                ratio(m->added, m->logical)));
+                "{s:s, s:s, s:s, s:s?, s:b, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f}", "name",
+                m->name, "model", hex(&m->id, h), "kind",
+                m->kind == TVS_MODEL_DELTA ? "delta" : "full", "base",
+                m->kind == TVS_MODEL_DELTA ? hex(&m->base, bh) : NULL, "lossy",
+                !!(m->flags & TVS_MODEL_LOSSY), "logical_bytes", (json_int_t)m->logical,
+                "added_bytes", (json_int_t)m->added, "restore_bytes", (json_int_t)m->stored,
+                "own_bytes", (json_int_t)m->own, "params", (json_int_t)m->params, "share",
+                ratio(m->added, m->logical), "bits_per_param",
+                m->params ? (double)m->own * 8 / (double)m->params : 0.0, "bf16_ratio",
+                m->own ? (double)m->params * 2 / (double)m->own : 0.0));
         }
         print_json(json_pack(
             "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:o}", "objects",
@@ -1322,8 +1570,8 @@ static int cmd_stats(int argc, char **argv)
     if (st.n_refs) {
         /* added: bytes this model brought in (objects no earlier model reaches);
          * share: added / logical, i.e. a delta's size as a share of its full model */
-        printf("\n%-28s %-5s %-20s %10s %10s %6s %10s\n", "ref", "kind", "base", "logical",
-               "added", "share", "restore");
+        printf("\n%-28s %-5s %-20s %10s %10s %6s %10s %9s %8s\n", "ref", "kind", "base",
+               "logical", "added", "share", "restore", "bits/par", "vs BF16");
         for (size_t i = 0; i < st.n_refs; i++) {
             const tvs_stats_model *m = &st.refs[i];
             char base[64] = "-";
@@ -1340,9 +1588,12 @@ static int cmd_stats(int argc, char **argv)
             tvs_fmt_bytes(a, sizeof a, (double)m->logical);
             tvs_fmt_bytes(b, sizeof b, (double)m->added);
             tvs_fmt_bytes(d, sizeof d, (double)m->stored);
-            printf("%-28s %-5s %-20s %10s %10s %5.1f%% %10s\n", m->name,
-                   m->kind == TVS_MODEL_DELTA ? "delta" : "full", base, a, b,
-                   100 * ratio(m->added, m->logical), d);
+            printf("%-28s %-5s %-20s %10s %10s %5.1f%% %10s %9.3f %7.1fx\n", m->name,
+                   m->flags & TVS_MODEL_LOSSY ? "lossy"
+                   : m->kind == TVS_MODEL_DELTA ? "delta" : "full", base, a, b,
+                   100 * ratio(m->added, m->logical), d,
+                   m->params ? (double)m->own * 8 / (double)m->params : 0.0,
+                   m->own ? (double)m->params * 2 / (double)m->own : 0.0);
         }
     }
     tvs_stats_dispose(&st);
@@ -1591,15 +1842,31 @@ static const command commands[] = {
     { "init", cmd_init, "init [DIR]",
       "Create a store in DIR (default: the current folder), in DIR/.tvs." },
     { "import", cmd_import,
-      "import PATH --as NAME [--base BASE|auto] [--parent P]... [-m MSG] [--threads N]",
+      "import PATH --as NAME [--base BASE|auto] [--parent P]... [-m MSG] [--threads N] "
+      "[--lossy (--max-error E | --bits B)] [--lora]",
       "Import a .safetensors file or a model folder (shards, index.json, config and\n"
       "tokenizer files) as NAME. If NAME exists, the new model is its next version.\n"
       "--base BASE stores it as a lossless delta of the stored model BASE: tensors\n"
       "equal to BASE's are shared, changed ones are stored as bit-exact deltas, new or\n"
       "reshaped ones in full. --base auto picks the closest stored full model and\n"
-      "says why. --parent records lineage (e.g. base-v2 continued from base-v1)." },
+      "says why. --parent records lineage (e.g. base-v2 continued from base-v1).\n"
+      "--lossy stores changed BF16/F16/F32 tensors with the lossy encoder instead\n"
+      "(--max-error E or --bits B: see tvs help compress); exporting the model then\n"
+      "gives the approximation. --lora imports a PEFT LoRA adapter folder\n"
+      "(adapter_model.safetensors + adapter_config.json) as a low-rank delta of BASE:\n"
+      "materializing BASE + NAME gives the merged weights." },
     { "diff", cmd_diff, "diff A B --as NAME [-m MSG]",
       "Store model B again as a lossless delta of model A, under NAME." },
+    { "compress", cmd_compress, "compress NAME --as NAME2 (--max-error E | --bits B) "
+      "[--threads N] [-m MSG]",
+      "Store the delta model NAME again, lossy, as NAME2 (NAME stays as it is).\n"
+      "--max-error E: each unit (a row block of about 64K values) gets the smallest\n"
+      "encoding whose relative L2 error on the delta is at most E (0 < E < 1).\n"
+      "--bits B: the model gets B bits per parameter on average (0 < B <= 16),\n"
+      "allocated across units to minimize the total squared error. Encodings: sign\n"
+      "with a sparse mask and one scale (T-Switch), 1-8-bit blocks with per-block\n"
+      "scales, sparse top-k with k-bit values, the exact values; masks stored as\n"
+      "bitmap, index gaps or runs, whichever is smallest. See tvs show NAME2 --units." },
     { "backup", cmd_backup, "backup DIR --as PREFIX [--base BASE] [--max-chain N]",
       "Import every checkpoint in DIR (its .safetensors files and model folders, in\n"
       "name order) as PREFIX/<name>, each as a delta of the cheapest of BASE and the\n"
@@ -1624,8 +1891,10 @@ static const command commands[] = {
       "Print the plan of a query: resolved refs and ids, the operations, each output\n"
       "tensor (copied bit-exact or computed), the output size and the memory bound." },
     { "ls", cmd_ls, "ls [PREFIX] [--json]", "List refs (optionally those starting with PREFIX)." },
-    { "show", cmd_show, "show NAME [--json]",
-      "Show a model: files, tensors (dtype, shape, logical and stored size, encoding)." },
+    { "show", cmd_show, "show NAME [--units] [--json]",
+      "Show a model: files, tensors (dtype, shape, logical and stored size, encoding).\n"
+      "--units: every unit of its lossy tensors: codec, parameters, stored bits per\n"
+      "parameter and the relative L2 error measured when it was encoded." },
     { "log", cmd_log, "log NAME [--json] | log --graph [NAME]",
       "Show the versions of NAME, newest first; --graph draws the history and\n"
       "lineage of every ref (or of NAME) like git log --graph." },

@@ -20,6 +20,7 @@
  * grown up front for the whole import, because it cannot be remapped under
  * that transaction.
  */
+#include "engine/lossy_int.h"
 #include "engine/model.h"
 #include "engine/pipe.h"
 #include "engine/store_int.h"
@@ -31,6 +32,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,8 +56,8 @@ typedef struct {
     const tvs_model_file *stored;  /* diff: the file in the source model */
 } in_file;
 
-enum { MODE_FULL, MODE_DELTA, MODE_REUSE };
-enum { JOB_ENCODE, JOB_DELTA, JOB_VERIFY };
+enum { MODE_FULL, MODE_DELTA, MODE_REUSE, MODE_LOSSY };
+enum { JOB_ENCODE, JOB_DELTA, JOB_VERIFY, JOB_LOSSY };
 
 typedef struct {
     tvs_tensor_obj t;          /* the object to write (FULL, DELTA) */
@@ -75,7 +77,9 @@ typedef struct {
     size_t tensor;
     uint32_t chunk;
     uint32_t len;
-    tvs_chunk_plan other;      /* DELTA: base chunk; VERIFY: the stored chunk */
+    size_t unit0;              /* LOSSY: its units, imp.units[unit0, unit0 + n_units) */
+    uint32_t n_units;
+    tvs_chunk_plan other;      /* DELTA, LOSSY: base chunk; VERIFY: the stored chunk */
     tvs_chunk_plan src;        /* diff: the source chunk */
 } job;
 
@@ -98,6 +102,12 @@ typedef struct {
     tvs_id base_id;
     tvs_model_obj source;      /* diff: the model being re-encoded */
     int has_source;
+    double max_error, bits;    /* lossy (one of them > 0) */
+    tvs__lunit *units;         /* lossy units, in job order */
+    size_t n_units;
+    tvs__lworker **lw;         /* per worker */
+    uint64_t own;              /* bytes of the chunks written, new or not */
+    tvs_buf *lbuf;             /* per worker: a lossy chunk's bytes */
 } imp;
 
 /* ---- gather */
@@ -469,12 +479,28 @@ static int decide(imp *m, int max_chain, size_t *matched)
         int layout = be && same_layout(&bt, &tb->t);
         *matched += layout;
         tvs_id cand;
+        uint64_t elems = tb->t.nbytes * 8 / TVS_MAX(tvs_dtype_bits(tb->t.dtype), 1u);
+        /* matrices only: vectors (norm gains, biases) are few values that each scale
+         * a whole channel, and stay exact */
+        int lossy = (m->max_error > 0 || m->bits > 0) && layout && bt.chunk_size == CH &&
+                    tvs_lossy_dtype_ok(tb->t.dtype) && elems >= TVS__LMIN_ELEMS &&
+                    tb->t.rank >= 2;
         tb->mode = MODE_FULL;
         if (tb->no_reuse) {
             /* decided already that reuse would be too deep */
         } else if (layout && tvs_id_eq(&bt.checksum, &tb->t.checksum)) {
             tb->mode = MODE_REUSE;
             tb->id = be->id;
+        } else if (lossy) {
+            /* a stored tensor with the same bytes is the exact one: not wanted */
+            if ((rc = load_chain(&tb->other, m->rtxn, &be->id)))
+                return rc;
+            if ((int)tb->other->depth <= max_chain) {
+                tb->mode = MODE_LOSSY;
+                tb->t.encoding = TVS_ENC_LOSSY;
+                tb->t.base = be->id;
+                continue;
+            }
         } else if (tvs_sums_get(&cand, m->rtxn, &tb->t.checksum) == 0 &&
                    !(tb->src && tvs_id_eq(&cand, &tb->src->id[0]))) {
             tvs_tensor_obj ct;
@@ -523,6 +549,17 @@ static int decide(imp *m, int max_chain, size_t *matched)
 
 /* ---- jobs */
 
+/* Elements per row: the product of all but the first dimension. */
+static uint64_t tensor_cols(const tvs_tensor_obj *t)
+{
+    uint64_t cols = 1;
+    for (uint32_t i = 1; i < t->rank; i++)
+        cols *= t->shape[i];
+    if (t->rank < 2)
+        cols = t->nbytes * 8 / TVS_MAX(tvs_dtype_bits(t->dtype), 1u);
+    return TVS_MAX(cols, 1u);
+}
+
 static int plan_jobs(imp *m)
 {
     size_t nj = 0;
@@ -536,6 +573,16 @@ static int plan_jobs(imp *m)
     m->jobs = tvs_calloc(nj ? nj : 1, sizeof *m->jobs);
     if (!m->jobs)
         return tvs__fail(TVS_ENOMEM, "out of memory planning %zu chunks", nj);
+    size_t nu = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const tensor_build *tb = &m->tensors[i];
+        unsigned w = tvs_dtype_bits(tb->t.dtype) / 8;
+        for (uint32_t c = 0; tb->mode == MODE_LOSSY && c < tb->t.n_chunks; c++)
+            nu += tvs__lossy_units(NULL, (uint64_t)c * (CH / w),
+                                   tvs_tensor_chunk_len(&tb->t, c) / w, tensor_cols(&tb->t));
+    }
+    if (nu && !(m->units = tvs_calloc(nu, sizeof *m->units)))
+        return tvs__fail(TVS_ENOMEM, "out of memory planning %zu lossy units", nu);
     for (size_t i = 0; i < m->n_tensors; i++) {
         tensor_build *tb = &m->tensors[i];
         if (tb->mode == MODE_REUSE && !tb->verify)
@@ -547,10 +594,19 @@ static int plan_jobs(imp *m)
         for (uint32_t c = 0; c < shape->n_chunks; c++) {
             job *jb = &m->jobs[m->n_jobs++];
             jb->kind = tb->mode == MODE_REUSE ? JOB_VERIFY
-                     : tb->mode == MODE_DELTA ? JOB_DELTA : JOB_ENCODE;
+                     : tb->mode == MODE_DELTA ? JOB_DELTA
+                     : tb->mode == MODE_LOSSY ? JOB_LOSSY : JOB_ENCODE;
             jb->tensor = i;
             jb->chunk = c;
             jb->len = (uint32_t)tvs_tensor_chunk_len(shape, c);
+            if (jb->kind == JOB_LOSSY) {
+                unsigned w = tvs_dtype_bits(tb->t.dtype) / 8;
+                jb->unit0 = m->n_units;
+                jb->n_units = tvs__lossy_units(m->units + m->n_units,
+                                               (uint64_t)c * (CH / w), jb->len / w,
+                                               tensor_cols(&tb->t));
+                m->n_units += jb->n_units;
+            }
             int rc = 0;
             if (jb->kind != JOB_ENCODE)
                 rc = tvs_chunk_plan_make(&jb->other, m->rtxn, tb->other, c);
@@ -568,6 +624,8 @@ static int plan_jobs(imp *m)
 #define SLOT_SCRATCH (2 * CH)
 #define SLOT_ID (3 * CH)
 #define SLOT_ENC (3 * CH + TVS_ID_LEN)
+/* a lossy chunk may be a little longer than the bytes it covers */
+#define SLOT_CAP (SLOT_ENC + tvs_chunk_bound(CH + (64u << 10)))
 
 /* Read, transform and encode (or compare) one chunk; @p tb is its tensor. */
 static int do_job(const imp *m, int worker, const job *jb, const tensor_build *tb,
@@ -585,6 +643,24 @@ static int do_job(const imp *m, int worker, const job *jb, const tensor_build *t
     *len = 0;
     if (jb->kind != JOB_ENCODE && (rc = tvs_chunk_plan_decode(other, scratch, &jb->other, ctx)))
         return tvs__failctx(rc, "tensor \"%s\"", tb->name);
+    if (jb->kind == JOB_LOSSY) {
+        /* the lossy chunk's bytes; the decoded elements replace the base's in other */
+        tvs_buf *lb = &m->lbuf[worker];
+        lb->len = 0;
+        if ((rc = tvs__lossy_encode(m->lw[worker], lb, m->units + jb->unit0, jb->n_units,
+                                    src, other, tb->t.dtype, m->max_error)))
+            return tvs__failctx(rc, "tensor \"%s\"", tb->name);
+        tvs_chunk_params lp = { 1, 0, m->level, 0 };
+        size_t w;
+        if ((rc = tvs_chunk_encode(slot + SLOT_ENC, cap - SLOT_ENC, &w, ctx, lb->ptr, lb->len,
+                                   &lp)))
+            return rc;
+        tvs_id id;
+        tvs_id_of(&id, slot + SLOT_ENC, w);
+        memcpy(slot + SLOT_ID, id.b, TVS_ID_LEN);
+        *len = w;
+        return 0;
+    }
     if (jb->kind == JOB_VERIFY) {
         if (memcmp(src, other, jb->len) != 0)
             return tvs__fail(TVS_ECOLLIDE, "tensor \"%s\": same XXH3-128 checksum as a "
@@ -621,15 +697,171 @@ static int run_job(void *payload, int worker, size_t j, uint8_t *slot, size_t ca
     return do_job(m, worker, &m->jobs[j], &m->tensors[m->jobs[j].tensor], slot, cap, len);
 }
 
+/* ---- lossy: measure every unit, then choose */
+
+/* Elements of the model's safetensors tensors. */
+static uint64_t res_params(const imp *m)
+{
+    uint64_t params = 0;
+    for (size_t i = 0; i < m->n_tensors; i++)
+        if (m->files[m->tensors[i].file].is_st)
+            params += m->tensors[i].t.nbytes * 8 /
+                      TVS_MAX(tvs_dtype_bits(m->tensors[i].t.dtype), 1u);
+    return params;
+}
+
+static int analyze_job(void *payload, int worker, size_t j, uint8_t *slot, size_t cap,
+                       size_t *len)
+{
+    imp *m = payload;
+    const job *jb = &m->jobs[j];
+    const tensor_build *tb = &m->tensors[jb->tensor];
+    (void)cap;
+    *len = 0;
+    if (jb->kind != JOB_LOSSY)
+        return 0;
+    uint8_t *src = slot, *other = slot + SLOT_OTHER, *scratch = slot + SLOT_SCRATCH;
+    tvs_codec_ctx *ctx = m->ctx[worker];
+    int rc = tb->src ? tvs_chunk_plan_decode(src, scratch, &jb->src, ctx)
+                     : read_full(m->files[tb->file].fd, src, jb->len,
+                                 tb->off + (uint64_t)jb->chunk * CH, m->files[tb->file].path);
+    if (!rc)
+        rc = tvs_chunk_plan_decode(other, scratch, &jb->other, ctx);
+    if (!rc)
+        rc = tvs__lossy_analyze(m->lw[worker], m->units + jb->unit0, jb->n_units, src, other,
+                                tb->t.dtype);
+    return rc ? tvs__failctx(rc, "tensor \"%s\"", tb->name) : 0;
+}
+
+/* Bytes of the model and tensor objects (not their chunks). */
+static double objects_cost(const imp *m)
+{
+    double b = 256;
+    for (size_t i = 0; i < m->n_files; i++)
+        b += 64 + strlen(m->files[i].name) + (m->files[i].is_st ? m->files[i].h.header_len : 0);
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const tensor_build *tb = &m->tensors[i];
+        b += 20 + strlen(tb->name);
+        if (tb->mode != MODE_REUSE)
+            b += 64 + 8.0 * tb->t.rank + TVS_ID_LEN * (double)tb->t.n_chunks;
+    }
+    return b;
+}
+
+/* Bytes the model costs outside its lossy units: objects, headers, other tensors. */
+static double fixed_cost(const imp *m)
+{
+    double b = objects_cost(m);
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const tensor_build *tb = &m->tensors[i];
+        if (tb->mode == MODE_REUSE)
+            continue;
+        /* per chunk: its header, and (lossy) the zstd frame and Huffman table */
+        b += (TVS_CHUNK_HDR + 5) * (double)tb->t.n_chunks;
+        if (tb->mode == MODE_LOSSY)
+            b += 100.0 * tb->t.n_chunks;
+        else
+            b += 0.75 * (double)tb->t.nbytes;   /* stored exactly: about 3/4 of its size */
+    }
+    return b;
+}
+
+static int lossy_choose(imp *m, double cut, int analyzed)
+{
+    tvs__pipe *pipe = NULL;
+    int rc = 0;
+    if (!m->n_units)
+        return 0;
+    if (analyzed)
+        goto choose;
+    if ((rc = tvs__pipe_start(&pipe, m->threads, m->n_jobs, 2 * m->threads + 2, SLOT_ENC,
+                              analyze_job, m)))
+        return rc;
+    for (size_t i = 0; !rc && i < m->n_jobs; i++) {
+        size_t j, len;
+        uint8_t *slot;
+        rc = tvs__pipe_next(pipe, &j, &slot, &len);
+    }
+    tvs__pipe_stop(pipe);
+    if (rc)
+        return rc;
+choose:
+    if (m->max_error > 0) {
+        tvs__lossy_pick_error(m->units, m->n_units, m->max_error);
+        return 0;
+    }
+    uint64_t params = 0;
+    for (size_t i = 0; i < m->n_tensors; i++)
+        if (m->files[m->tensors[i].file].is_st)
+            params += m->tensors[i].t.nbytes * 8 /
+                      TVS_MAX(tvs_dtype_bits(m->tensors[i].t.dtype), 1u);
+    /* 1 % of slack: rates are estimates (entropy of sampled bytes) */
+    double budget = 0.99 * m->bits * (double)params / 8 - fixed_cost(m) - cut, least = 0;
+    for (size_t k = 0; k < m->n_units; k++)
+        least += m->units[k].n_cand ? m->units[k].cand[0].rate : 0;
+    if (budget < least)
+        return tvs__fail(TVS_EINVAL, "--bits %g: this model needs at least %.3f bits per "
+                         "parameter (%zu lossy units, every other tensor exact)", m->bits,
+                         (least + fixed_cost(m)) * 8 / (double)TVS_MAX(params, 1u),
+                         m->n_units);
+    tvs__lunit **order = tvs_malloc(m->n_units * sizeof *order);
+    if (!order)
+        return tvs__fail(TVS_ENOMEM, "out of memory");
+    /* weights: per unit or per tensor */
+    const char *wm = getenv("TVS_LOSSY_WEIGHT");
+    for (size_t j = 0, k = 0; j < m->n_jobs; j++) {
+        const job *jb = &m->jobs[j];
+        if (jb->kind != JOB_LOSSY)
+            continue;
+        for (uint32_t i = 0; i < jb->n_units; i++, k++) {
+            tvs__lunit *u = &m->units[jb->unit0 + i];
+            u->weight = 1;
+            if (wm && !strcmp(wm, "rel"))
+                u->weight = u->norm2 > 0 ? u->n / u->norm2 : 1;
+        }
+    }
+    if (wm && !strcmp(wm, "tensor")) {
+        for (size_t j = 0; j < m->n_jobs;) {
+            size_t t = m->jobs[j].tensor, j1 = j;
+            double n2 = 0, n = 0;
+            for (; j1 < m->n_jobs && m->jobs[j1].tensor == t; j1++)
+                for (uint32_t i = 0; m->jobs[j1].kind == JOB_LOSSY && i < m->jobs[j1].n_units; i++) {
+                    n2 += m->units[m->jobs[j1].unit0 + i].norm2;
+                    n += m->units[m->jobs[j1].unit0 + i].n;
+                }
+            for (; j < j1; j++)
+                for (uint32_t i = 0; m->jobs[j].kind == JOB_LOSSY && i < m->jobs[j].n_units; i++)
+                    m->units[m->jobs[j].unit0 + i].weight = n2 > 0 ? n / n2 : 1;
+        }
+    }
+    for (size_t k = 0; k < m->n_units; k++)
+        order[k] = &m->units[k];
+    rc = tvs__lossy_allocate(order, m->n_units, budget);
+    tvs_free(order);
+    if (getenv("TVS_DEBUG_LOSSY")) {
+        double est = 0;
+        for (size_t k = 0; k < m->n_units; k++)
+            est += m->units[k].n_cand ? m->units[k].cand[m->units[k].pick].rate : 0;
+        fprintf(stderr, "lossy: budget %.0f bytes, fixed %.0f, picked %.0f\n", budget,
+                fixed_cost(m), est);
+    }
+    return rc;
+}
+
 static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t *written)
 {
     tvs__pipe *pipe = NULL;
     tvs_txn *txn = NULL;
     uint64_t done = 0, batch = 0;
     int rc = 0;
-    if (m->n_jobs && (rc = tvs__pipe_start(&pipe, m->threads, m->n_jobs, 4 * m->threads + 4,
-                                           SLOT_ENC + tvs_chunk_bound(CH), run_job, m)))
+    tvs_hasher *h = NULL;
+    if (m->n_units && (rc = tvs_hasher_new(&h)))
         return rc;
+    if (m->n_jobs && (rc = tvs__pipe_start(&pipe, m->threads, m->n_jobs, 4 * m->threads + 4,
+                                           SLOT_CAP, run_job, m))) {
+        tvs_hasher_free(h);
+        return rc;
+    }
     for (size_t i = 0; i < m->n_jobs; i++) {
         size_t j, len;
         uint8_t *slot;
@@ -642,6 +874,14 @@ static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t
         if (jb->kind == JOB_VERIFY)
             continue;
         tensor_build *tb = &m->tensors[jb->tensor];
+        if (jb->kind == JOB_LOSSY) {
+            /* a lossy tensor's checksum is of its decoded bytes, in order */
+            if (jb->chunk == 0)
+                tvs_hasher_reset(h);
+            tvs_hasher_update(h, slot + SLOT_OTHER, jb->len);
+            if (jb->chunk + 1 == tb->t.n_chunks)
+                tvs_hasher_final(&tb->t.checksum, h);
+        }
         if (!txn && (rc = tvs_txn_begin_room(&txn, s, 0)))
             break;
         tvs_id id;
@@ -654,6 +894,7 @@ static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t
         }
         if (!existed)
             *written += len;
+        m->own += len;
         batch += len;
         if (batch >= BATCH_BYTES) {
             rc = tvs_txn_commit(txn);
@@ -669,6 +910,7 @@ static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t
     }
     tvs_txn_end(txn);
     tvs__pipe_stop(pipe);
+    tvs_hasher_free(h);
     if (rc == TVS__EMAPFULL)
         rc = tvs__fail(TVS_EIO, "the store map filled up during the import (another writer "
                        "used the room reserved for it); nothing was published, try again");
@@ -729,6 +971,8 @@ static int build_objects(publish *p, const tvs_import_opts *o)
     if (m->delta_model)
         p->model.base = m->base_id;
     p->model.flags = m->single ? TVS_MODEL_SINGLE_FILE : 0;
+    if (m->n_units)
+        p->model.flags |= TVS_MODEL_LOSSY;
     p->model.time = (int64_t)time(NULL);
     const char *author = o->author ? o->author : getenv("USER");
     if (!author) {
@@ -819,6 +1063,13 @@ static void imp_dispose(imp *m)
     }
     tvs_free(m->tensors);
     tvs_free(m->jobs);
+    tvs_free(m->units);
+    for (int i = 0; m->lw && i < m->threads; i++)
+        tvs__lworker_free(m->lw[i]);
+    tvs_free(m->lw);
+    for (int i = 0; m->lbuf && i < m->threads; i++)
+        tvs_buf_dispose(&m->lbuf[i]);
+    tvs_free(m->lbuf);
     for (int i = 0; m->ctx && i < m->threads; i++)
         tvs_codec_ctx_free(m->ctx[i]);
     tvs_free(m->ctx);
@@ -971,6 +1222,22 @@ static int run(tvs_import_result *res, tvs_store *s, imp *m, const char *ref,
     tvs__errclear();
     m->threads = o->threads > 0 ? o->threads : tvs__ncpu();
     m->level = o->level;
+    m->max_error = o->max_error;
+    m->bits = o->bits;
+    if (o->max_error != 0 || o->bits != 0) {
+        if ((o->max_error != 0) == (o->bits != 0))
+            return tvs__fail(TVS_EINVAL, "a lossy import takes one of --max-error and --bits, "
+                             "not both");
+        if (!(o->max_error > 0 && o->max_error < 1) && o->max_error != 0)
+            return tvs__fail(TVS_EINVAL, "--max-error %g is out of range: it is a relative "
+                             "L2 error, 0 < E < 1 (0.1 = 10 %%)", o->max_error);
+        if (!(o->bits > 0 && o->bits <= 16) && o->bits != 0)
+            return tvs__fail(TVS_EINVAL, "--bits %g is out of range: average bits per "
+                             "parameter, 0 < B <= 16", o->bits);
+        if (!o->base)
+            return tvs__fail(TVS_EINVAL, "a lossy encoding is a delta: give the base the "
+                             "model was fine-tuned from (--base BASE)");
+    }
     if (!(m->ctx = tvs_calloc((size_t)m->threads, sizeof *m->ctx)))
         return tvs__fail(TVS_ENOMEM, "out of memory");
     for (int i = 0; i < m->threads; i++)
@@ -1027,8 +1294,37 @@ static int run(tvs_import_result *res, tvs_store *s, imp *m, const char *ref,
     }
     if ((rc = plan_jobs(m)))
         goto out;
-    if ((rc = write_chunks(m, s, o, &res->written)))
-        goto out;
+    if (m->n_units) {
+        m->lw = tvs_calloc((size_t)m->threads, sizeof *m->lw);
+        m->lbuf = tvs_calloc((size_t)m->threads, sizeof *m->lbuf);
+        if (!m->lw || !m->lbuf) {
+            rc = tvs__fail(TVS_ENOMEM, "out of memory");
+            goto out;
+        }
+        for (int i = 0; i < m->threads; i++)
+            if ((rc = tvs__lworker_new(&m->lw[i])))
+                goto out;
+    }
+    /*
+     * --bits: the rates chosen by are estimates; if the chunks come out over
+     * the budget, allocate again with less (the first pass's chunks are left
+     * for gc) -- rare, since the estimates lean high.
+     */
+    for (int pass = 0;; pass++) {
+        static double cut;
+        if (pass == 0)
+            cut = 0;
+        if ((rc = lossy_choose(m, cut, pass > 0)))
+            goto out;
+        m->own = 0;
+        if ((rc = write_chunks(m, s, o, &res->written)))
+            goto out;
+        double target = m->bits * (double)res_params(m) / 8,
+               total = (double)m->own + objects_cost(m);
+        if (!(m->bits > 0 && m->n_units) || total <= target || pass == 3)
+            break;
+        cut += (total - target) * 1.2 + 64;
+    }
     if (o->message)
         snprintf(p.msg, sizeof p.msg, "%s", o->message);
     else
@@ -1044,9 +1340,26 @@ static int run(tvs_import_result *res, tvs_store *s, imp *m, const char *ref,
         res->base = m->base_id;
     res->logical = m->total;
     res->written += p.written;
+    res->own = m->own + p.tensor_bytes.len + p.model_bytes.len;
     res->n_tensors = m->n_tensors;
+    double e2 = 0, n2 = 0;
+    for (size_t k = 0; k < m->n_units; k++) {
+        const tvs__lunit *u = &m->units[k];
+        res->n_units += u->n != 0;
+        res->max_unit_err = TVS_MAX(res->max_unit_err, (double)u->err);
+        e2 += (double)u->err * u->err * u->norm2;
+        n2 += u->norm2;
+    }
+    res->err_l2 = n2 > 0 ? sqrt(e2 / n2) : 0;
     for (size_t i = 0; i < m->n_tensors; i++) {
         const tensor_build *tb = &m->tensors[i];
+        uint64_t elems = tb->t.nbytes * 8 / TVS_MAX(tvs_dtype_bits(tb->t.dtype), 1u);
+        if (m->files[tb->file].is_st)
+            res->params += elems;
+        if (tb->mode == MODE_LOSSY) {
+            res->n_lossy++;
+            res->lossy_params += elems;
+        }
         res->n_full += tb->mode == MODE_FULL;
         res->n_delta += tb->mode == MODE_DELTA;
         if (tb->mode == MODE_REUSE) {

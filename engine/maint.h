@@ -45,6 +45,10 @@ typedef struct {
     uint64_t logical;       /**< bytes of its files */
     uint64_t stored;        /**< bytes of every object it reaches (to restore it) */
     uint64_t added;         /**< bytes it added: objects no earlier model reaches */
+    uint64_t own;           /**< a delta: bytes it reaches that its base does not
+                                 (what it costs over its base); a full model: stored */
+    uint64_t params;        /**< elements of its tensors */
+    uint8_t flags;          /**< TVS_MODEL_* flags (lossy…) */
     uint64_t n_tensors;
 } tvs_stats_model;
 

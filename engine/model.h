@@ -29,6 +29,10 @@ typedef struct {
     int max_chain;            /**< refuse delta tensors deeper than this; 0 = 15 */
     tvs_progress_fn progress; /**< called with bytes done / total; may be NULL */
     void *progress_payload;
+    /* lossy: changed BF16/F16/F32 tensors of the base's layout are stored with
+     * the lossy encoder (format/lossy.h); exactly one of the two is set */
+    double max_error;         /**< > 0: relative L2 error of each unit's delta, at most */
+    double bits;              /**< > 0: average stored bits per parameter of the model */
 } tvs_import_opts;
 
 #define TVS_IMPORT_OPTS_INIT { 0 }
@@ -40,6 +44,14 @@ typedef struct {
     uint64_t logical;         /**< bytes of the imported files */
     uint64_t written;         /**< bytes of new objects stored */
     size_t n_tensors, n_unchanged, n_dedup, n_delta, n_full;
+    uint64_t own;             /**< bytes of the objects it has and its base has not,
+                                   stored now or before (what it costs over its base) */
+    size_t n_lossy;           /**< lossy tensors */
+    uint64_t params;          /**< elements of the model's tensors */
+    uint64_t lossy_params;    /**< ... of its lossy tensors */
+    size_t n_units;           /**< lossy units */
+    double max_unit_err;      /**< largest measured relative error of a unit */
+    double err_l2;            /**< relative L2 error over all lossy tensors' deltas */
 } tvs_import_result;
 
 /**
@@ -54,6 +66,19 @@ typedef struct {
  */
 int tvs_import(tvs_import_result *out, tvs_store *s, const char *path, const char *ref,
                const tvs_import_opts *o);
+
+/**
+ * Import the PEFT LoRA adapter in folder @p dir (adapter_model.safetensors
+ * and adapter_config.json: r, lora_alpha, target_modules) as a delta model
+ * of @p base under @p ref: each adapted weight W gets a lossy tensor of one
+ * low-rank unit per chunk, d = (lora_alpha / r) · B·A, holding the factors
+ * as the adapter stores them; every other tensor is the base's.
+ * @return 0, TVS_ECORRUPT (bad adapter files: the message names the file and
+ *         rule), TVS_EINVAL (a factor's shape does not fit the base's weight,
+ *         or a dtype the lossy format does not take), TVS_ENOTFOUND
+ */
+int tvs_import_lora(tvs_import_result *out, tvs_store *s, const char *dir, const char *base,
+                    const char *ref, const tvs_import_opts *o);
 
 /**
  * Store model @p b (already in the store) again as a delta of model @p a,

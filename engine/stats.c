@@ -57,8 +57,16 @@ static int model_fn(const char *name, const tvs_id *id, void *p)
     m->kind = mo.kind;
     m->base = mo.base;
     m->time = mo.time;
-    for (size_t i = 0; i < mo.n_files; i++)
+    m->flags = mo.flags;
+    for (size_t i = 0; i < mo.n_files; i++) {
         m->n_tensors += mo.files[i].n_tensors;
+        for (size_t j = 0; j < mo.files[i].n_tensors; j++) {
+            tvs_tensor_obj t;
+            if (tvs_tensor_load(&t, s->txn, &mo.files[i].tensors[j].id) == 0 &&
+                tvs_dtype_bits(t.dtype))
+                m->params += t.nbytes * 8 / tvs_dtype_bits(t.dtype);
+        }
+    }
     rc = tvs_model_logical_size(&m->logical, s->txn, &mo);
     tvs_model_dispose(&mo);
     if (rc)
@@ -68,6 +76,15 @@ static int model_fn(const char *name, const tvs_id *id, void *p)
     if ((rc = tvs__walk(s->txn, id, &s->seen, sum_fn, s)))
         return rc;
     m->stored = s->acc;
+    m->own = m->stored;
+    if (m->kind == TVS_MODEL_DELTA) {
+        /* the base's closure is inside the delta's: the difference is its own */
+        tvs__idset_dispose(&s->seen);
+        s->acc = 0;
+        if ((rc = tvs__walk(s->txn, &m->base, &s->seen, sum_fn, s)))
+            return rc;
+        m->own = m->stored > s->acc ? m->stored - s->acc : 0;
+    }
     return 0;
 }
 

@@ -1,6 +1,7 @@
 /* Tensor chains and chunk decoding (engine/tensor.h). */
 #include "engine/tensor.h"
 #include "format/delta.h"
+#include "format/lossy.h"
 
 int tvs_tensor_chain_load(tvs_tensor_chain *c, tvs_txn *txn, const tvs_id *id)
 {
@@ -27,7 +28,7 @@ int tvs_tensor_chain_load(tvs_tensor_chain *c, tvs_txn *txn, const tvs_id *id)
                                  "dtype, size or chunk size", hex);
             }
         }
-        if (t->encoding != TVS_ENC_DELTA)
+        if (!tvs_encoding_has_base(t->encoding))
             return 0;
         cur = t->base;
     }
@@ -38,13 +39,15 @@ int tvs_chunk_plan_make(tvs_chunk_plan *p, tvs_txn *txn, const tvs_tensor_chain 
 {
     p->depth = c->depth;
     p->raw_len = tvs_tensor_chunk_len(&c->t[0], i);
+    p->dtype = c->t[0].dtype;
     for (uint32_t l = 0; l < c->depth; l++) {
         tvs_id cid;
         tvs_tensor_chunk_id(&cid, &c->t[l], i);
         int rc = tvs_obj_get(&p->chunk[l], txn, &cid);
         if (rc)
             return rc;
-        p->transform[l] = c->t[l].transform;
+        p->transform[l] = c->t[l].encoding == TVS_ENC_LOSSY ? TVS_PLAN_LOSSY
+                                                            : c->t[l].transform;
     }
     return 0;
 }
@@ -61,6 +64,13 @@ int tvs_chunk_plan_apply(uint8_t *dst, uint8_t *scratch, const tvs_chunk_plan *p
 {
     int rc = 0;
     for (uint32_t l = p->depth - 1; !rc && l-- > 0;) {
+        if (p->transform[l] == TVS_PLAN_LOSSY) {
+            tvs_span lc;
+            unsigned w = tvs_dtype_bits(p->dtype) / 8;
+            if (!(rc = tvs_chunk_view(&lc, p->chunk[l], ctx)))
+                rc = tvs_lossy_chunk_apply(dst, p->dtype, p->raw_len / w, lc);
+            continue;
+        }
         /* planes of a delta: merge and apply in one pass */
         const uint8_t *planes[8];
         unsigned w;

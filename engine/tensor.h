@@ -30,9 +30,12 @@ typedef struct {
  */
 int tvs_tensor_chain_load(tvs_tensor_chain *out, tvs_txn *txn, const tvs_id *id);
 
+#define TVS_PLAN_LOSSY 0xff   /**< plan transform of a lossy level (format/lossy.h) */
+
 typedef struct {
     tvs_span chunk[TVS_MAX_CHAIN];   /**< chunk i at each level */
-    uint8_t transform[TVS_MAX_CHAIN];
+    uint8_t transform[TVS_MAX_CHAIN];   /**< TVS_DELTA_* or TVS_PLAN_LOSSY */
+    tvs_dtype dtype;
     uint32_t depth;
     size_t raw_len;
 } tvs_chunk_plan;

@@ -1,0 +1,686 @@
+/* The lossy encoder: candidates, measurement, choice (engine/lossy_int.h). */
+#include "engine/lossy_int.h"
+
+#include <math.h>
+#ifndef M_LN2
+#define M_LN2 0.69314718055994530942
+#endif
+#include <stdlib.h>
+
+struct tvs__lworker {
+    float *ft, *base, *d, *dhat, *sample;   /* unit-sized f32 buffers */
+    size_t cap;                              /* elements each holds */
+    uint8_t *enc, *scratch;
+    size_t enc_cap, scratch_cap;
+    uint8_t *elems;                          /* decoded elements of one unit */
+    size_t elems_cap;
+};
+
+int tvs__lworker_new(tvs__lworker **out)
+{
+    *out = tvs_calloc(1, sizeof **out);
+    return *out ? 0 : tvs__fail(TVS_ENOMEM, "out of memory for the lossy encoder");
+}
+
+void tvs__lworker_free(tvs__lworker *w)
+{
+    if (!w)
+        return;
+    tvs_free(w->ft);
+    tvs_free(w->base);
+    tvs_free(w->d);
+    tvs_free(w->dhat);
+    tvs_free(w->sample);
+    tvs_free(w->enc);
+    tvs_free(w->scratch);
+    tvs_free(w->elems);
+    tvs_free(w);
+}
+
+static int grow(void **p, size_t *cap, size_t n)
+{
+    if (*cap >= n)
+        return 0;
+    void *q = tvs_realloc(*p, n);
+    if (!q)
+        return tvs__fail(TVS_ENOMEM, "out of memory for the lossy encoder (%zu bytes)", n);
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
+static int ensure_floats(tvs__lworker *w, size_t n)
+{
+    if (w->cap >= n)
+        return 0;
+    float **bufs[] = { &w->ft, &w->base, &w->d, &w->dhat, &w->sample };
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
+        float *q = tvs_realloc(*bufs[i], n * sizeof(float));
+        if (!q)
+            return tvs__fail(TVS_ENOMEM, "out of memory for the lossy encoder");
+        *bufs[i] = q;
+    }
+    w->cap = n;
+    return 0;
+}
+
+/* ---- units */
+
+uint32_t tvs__lossy_units(tvs__lunit *u, uint64_t first, size_t n, uint64_t cols)
+{
+    uint64_t per = cols >= TVS__LUNIT ? cols : (TVS__LUNIT / cols) * cols;
+    uint32_t k = 0;
+    for (uint64_t at = first, end = first + n; at < end; k++) {
+        uint64_t stop = TVS_MIN(end, (at / per + 1) * per);
+        if (u) {
+            memset(&u[k], 0, sizeof u[k]);
+            u[k].first = at;
+            u[k].n = (uint32_t)(stop - at);
+            if (at % cols == 0 && (stop - at) % cols == 0 && cols <= UINT32_MAX)
+                u[k].cols = (uint32_t)cols;
+        }
+        at = stop;
+    }
+    return k;
+}
+
+/* ---- candidates */
+
+static const float densities[] = { 1.0f, 0.5f, 0.25f, 0.1f, 0.03f, 0.01f };
+static const float sparse_densities[] = { 0.3f, 0.1f };
+static const uint8_t sparse_bits[] = { 2, 4, 8 };
+
+static void add_nz(tvs__lunit *u, tvs_lossy_params p, int all_nz)
+{
+    if (u->n_cand < TVS__LCAND_MAX) {
+        u->cand[u->n_cand].all_nz = (uint8_t)all_nz;
+        u->cand[u->n_cand++].p = p;
+    }
+}
+
+static void add(tvs__lunit *u, tvs_lossy_params p) { add_nz(u, p, 0); }
+
+/* The candidate list of a unit whose delta has a fraction @p nz of nonzeros. */
+static void candidates(tvs__lunit *u, double nz)
+{
+    tvs_lossy_params p;
+    u->n_cand = 0;
+    memset(&p, 0, sizeof p);
+    p.codec = TVS_LC_ZERO;
+    add(u, p);
+    if (nz == 0)
+        return;
+    p.codec = TVS_LC_VERBATIM;
+    add(u, p);
+    for (unsigned bits = 1; bits <= 8; bits++) {
+        memset(&p, 0, sizeof p);
+        p.codec = TVS_LC_BLOCKQ;
+        p.bits = (uint8_t)bits;
+        p.block = 64;
+        add(u, p);
+        if (bits <= 2) {
+            p.block = 256;
+            add(u, p);
+            p.block = 64;
+        }
+        if (bits >= 2 && bits <= 3) {
+            p.flags = TVS_BQ_CODEBOOK;
+            add(u, p);
+        }
+    }
+    memset(&p, 0, sizeof p);
+    p.codec = TVS_LC_SIGN;
+    /* density 1 even with zeros in the delta (they get ±scale): no mask at all */
+    for (size_t i = 0; i < sizeof densities / sizeof *densities; i++)
+        if (densities[i] <= nz + 1e-9 || densities[i] == 1.0f) {
+            p.density = densities[i];
+            add(u, p);
+        }
+    if (nz < 1) {
+        p.density = (float)nz;
+        add_nz(u, p, 1);
+    }
+    p.codec = TVS_LC_SPARSEQ;
+    p.block = 64;
+    for (size_t b = 0; b < sizeof sparse_bits; b++) {
+        p.bits = sparse_bits[b];
+        if (nz < 1) {
+            p.density = (float)nz;
+            add_nz(u, p, 1);
+        }
+        for (size_t i = 0; p.bits < 8 && i < sizeof sparse_densities / sizeof *sparse_densities;
+             i++)
+            if (sparse_densities[i] < nz) {
+                p.density = sparse_densities[i];
+                add(u, p);
+            }
+    }
+}
+
+/*
+ * Low rank: the spectrum of up to LR_ROWS evenly spaced rows of the unit
+ * (their Gram matrix, by cyclic Jacobi). A delta of rank r has the same
+ * rank on any rows, so when a few components hold most of the sampled
+ * energy, LOWRANK candidates join, their distortion estimated as the
+ * energy beyond rank r (scaled to the unit) and their rate computed
+ * exactly; the factors are fitted on the whole unit only if one is picked.
+ */
+#define LR_ROWS 32
+#define LR_COLS 512   /* columns sampled: runs of 64 spread over the row */
+
+static void jacobi_eigenvalues(double *a, unsigned n, double *ev)
+{
+    for (int sweep = 0; sweep < 30; sweep++) {
+        double off = 0;
+        for (unsigned p = 0; p < n; p++)
+            for (unsigned q = p + 1; q < n; q++)
+                off += a[p * n + q] * a[p * n + q];
+        if (off < 1e-30)
+            break;
+        for (unsigned p = 0; p < n; p++)
+            for (unsigned q = p + 1; q < n; q++) {
+                double apq = a[p * n + q];
+                if (fabs(apq) < 1e-300)
+                    continue;
+                double theta = (a[q * n + q] - a[p * n + p]) / (2 * apq);
+                double t = (theta >= 0 ? 1 : -1) / (fabs(theta) + sqrt(theta * theta + 1));
+                double c = 1 / sqrt(t * t + 1), s = t * c;
+                for (unsigned k = 0; k < n; k++) {
+                    double akp = a[k * n + p], akq = a[k * n + q];
+                    a[k * n + p] = c * akp - s * akq;
+                    a[k * n + q] = s * akp + c * akq;
+                }
+                for (unsigned k = 0; k < n; k++) {
+                    double apk = a[p * n + k], aqk = a[q * n + k];
+                    a[p * n + k] = c * apk - s * aqk;
+                    a[q * n + k] = s * apk + c * aqk;
+                }
+            }
+    }
+    for (unsigned i = 0; i < n; i++)
+        ev[i] = a[i * n + i] > 0 ? a[i * n + i] : 0;
+}
+
+static int dbl_desc(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/*
+ * The rank r (<= m/2) whose sampled rows leave at most a share @p left of
+ * their energy, for the rows [0, rows) of @p d (cols elements each); 0 if
+ * none. The residual share is returned in *rest.
+ */
+static unsigned lowrank_probe(const float *d, uint32_t rows, uint32_t cols, double left,
+                              double *rest)
+{
+    if (rows < 8 || cols < 8)
+        return 0;
+    unsigned m = rows < LR_ROWS ? rows : LR_ROWS;
+    double g[LR_ROWS * LR_ROWS], ev[LR_ROWS];
+    static _Thread_local float r[LR_ROWS][LR_COLS];
+    uint32_t nc = cols < LR_COLS ? cols : LR_COLS, runs = nc / 64;
+    for (unsigned i = 0; i < m; i++) {
+        const float *row = d + (size_t)(i * (uint64_t)(rows - 1) / (m > 1 ? m - 1 : 1)) * cols;
+        if (nc == cols)
+            memcpy(r[i], row, nc * sizeof(float));
+        else
+            for (uint32_t k = 0; k < runs; k++)
+                memcpy(r[i] + k * 64, row + (size_t)k * ((cols - 64) / (runs - 1)),
+                       64 * sizeof(float));
+    }
+    for (unsigned i = 0; i < m; i++)
+        for (unsigned j = 0; j <= i; j++) {
+            double acc[4] = { 0, 0, 0, 0 };
+            uint32_t k = 0;
+            for (; k + 4 <= nc; k += 4)
+                for (int l = 0; l < 4; l++)
+                    acc[l] += (double)r[i][k + l] * r[j][k + l];
+            for (; k < nc; k++)
+                acc[0] += (double)r[i][k] * r[j][k];
+            g[i * m + j] = g[j * m + i] = acc[0] + acc[1] + acc[2] + acc[3];
+        }
+    double total = 0;
+    for (unsigned i = 0; i < m; i++)
+        total += g[i * m + i];
+    if (total <= 0)
+        return 0;
+    jacobi_eigenvalues(g, m, ev);
+    qsort(ev, m, sizeof *ev, dbl_desc);
+    double left_e = total;
+    for (unsigned k = 0; k < m / 2; k++) {
+        left_e -= ev[k];
+        if (left_e <= left * total) {
+            *rest = left_e > 0 ? left_e / total : 0;
+            return k + 1;
+        }
+    }
+    return 0;
+}
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const tvs__lcand *x = a, *y = b;
+    if (x->rate != y->rate)
+        return x->rate < y->rate ? -1 : 1;
+    if (x->dist != y->dist)
+        return x->dist < y->dist ? -1 : 1;
+    return 0;
+}
+
+/*
+ * Bytes @p b is expected to take inside a zstd-compressed lossy chunk: its
+ * order-0 entropy (Miller-Madow corrected for the sample's size), since
+ * zstd's Huffman stage is what compresses index and mask bytes.
+ */
+static double entropy_bytes(const uint8_t *b, size_t n)
+{
+    uint32_t h[256] = { 0 };
+    for (size_t i = 0; i < n; i++)
+        h[b[i]]++;
+    double e = 0;
+    unsigned used = 0;
+    for (unsigned k = 0; k < 256; k++)
+        if (h[k]) {
+            double p = (double)h[k] / (double)n;
+            e -= p * log2(p);
+            used++;
+        }
+    if (n)
+        e += (used - 1) / (2.0 * (double)n * M_LN2);
+    return (double)n * TVS_MIN(8.0, e + 0.1) / 8;
+}
+
+/* Encode @p d (n values) with @p p into w->enc and decode into @p dhat. */
+static int roundtrip(tvs__lworker *w, size_t *bytes, const tvs_lossy_params *p,
+                     const float *d, float *dhat, size_t n)
+{
+    size_t bound = tvs_lossy_unit_bound(p, n, TVS_DTYPE_F32);
+    size_t ss = tvs_lossy_scratch_size(p, n);
+    int rc;
+    if ((rc = grow((void **)&w->enc, &w->enc_cap, bound + 64)) ||
+        (rc = grow((void **)&w->scratch, &w->scratch_cap, ss + 64)) ||
+        (rc = tvs_lossy_unit_encode(w->enc, w->enc_cap, bytes, p, d, NULL, TVS_DTYPE_F32, n,
+                                    w->scratch)))
+        return rc;
+    return tvs_lossy_unit_decode(dhat, n, p->codec, (tvs_span){ w->enc, *bytes });
+}
+
+/*
+ * One chunk at a time: every candidate is measured once, on a sample of the
+ * chunk's delta (evenly spaced runs of TVS__LRUN values), as a rate per
+ * value and an error relative to the sample's energy; each unit then gets
+ * those candidates scaled to its own size and energy (units of a chunk are
+ * rows of one tensor, alike in distribution), with its own exact ZERO and
+ * VERBATIM points and its own count of nonzero entries. A chunk whose rows
+ * are (nearly) of low rank becomes a single unit with LOWRANK candidates.
+ */
+int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, const uint8_t *ft,
+                       const uint8_t *base, tvs_dtype dt)
+{
+    unsigned width = tvs_dtype_bits(dt) / 8;
+    size_t n = 0;
+    int rc;
+    for (uint32_t k = 0; k < n_units; k++)
+        n += units[k].n;
+    if ((rc = ensure_floats(w, n)))
+        return rc;
+    tvs_dtype_to_f32(w->ft, ft, n, dt);
+    tvs_dtype_to_f32(w->base, base, n, dt);
+    size_t nnz = 0;
+    for (size_t i = 0; i < n; i++) {
+        w->d[i] = w->ft[i] - w->base[i];
+        nnz += w->d[i] != 0;
+    }
+    /* per unit: energy and nonzeros */
+    size_t unnz[4096];
+    if (n_units > 4096)
+        return tvs__fail(TVS_EINVAL, "lossy: %u units in one chunk", n_units);
+    uint8_t odd[4096];   /* non-finite values: stored exactly */
+    int any_odd = 0;
+    for (uint32_t k = 0, at = 0; k < n_units; at += units[k++].n) {
+        double e = 0;
+        size_t z = 0;
+        for (uint32_t i = at; i < at + units[k].n; i++) {
+            e += (double)w->d[i] * w->d[i];
+            z += w->d[i] != 0;
+        }
+        odd[k] = !isfinite(e);
+        any_odd |= odd[k];
+        units[k].norm2 = odd[k] ? 0 : e;
+        unnz[k] = z;
+    }
+    if (any_odd)   /* the sample must be finite: zero the odd units' deltas */
+        for (uint32_t k = 0, at = 0; k < n_units; at += units[k++].n)
+            if (odd[k])
+                memset(w->d + at, 0, units[k].n * sizeof(float));
+    /* a chunk of whole rows that is (nearly) low rank: one unit */
+    uint32_t cols = units[0].cols;
+    int rows_ok = cols != 0;
+    for (uint32_t k = 0; k < n_units; k++)
+        rows_ok &= units[k].cols == cols;
+    double lr_rest[2] = { 0, 0 };
+    unsigned lr_rank[2] = { 0, 0 };
+    if (rows_ok && nnz) {
+        static const double left[2] = { 0.01, 0.0025 };
+        for (int i = 0; i < 2; i++)
+            lr_rank[i] = lowrank_probe(w->d, (uint32_t)(n / cols), cols, left[i], &lr_rest[i]);
+    }
+    if (lr_rank[0] && n_units > 1 && !any_odd) {
+        units[0].n = (uint32_t)n;
+        units[0].norm2 = 0;
+        unnz[0] = nnz;
+        for (uint32_t k = 1; k < n_units; k++) {
+            units[0].norm2 += units[k].norm2;
+            units[k].n = 0;   /* merged into unit 0 */
+            units[k].n_cand = 0;
+        }
+        n_units = 1;
+    }
+    /* the sample */
+    const float *s = w->d;
+    size_t m = n;
+    if (n > TVS__LSAMPLE) {
+        size_t runs = TVS__LSAMPLE / TVS__LRUN;
+        for (size_t r = 0; r < runs; r++)
+            memcpy(w->sample + r * TVS__LRUN, w->d + r * ((n - TVS__LRUN) / (runs - 1)),
+                   TVS__LRUN * sizeof(float));
+        s = w->sample;
+        m = runs * TVS__LRUN;
+    }
+    double s_norm2 = 0;
+    size_t s_nnz = 0;
+    for (size_t i = 0; i < m; i++) {
+        s_norm2 += (double)s[i] * s[i];
+        s_nnz += s[i] != 0;
+    }
+    /* the chunk's candidates, measured: rel = error / energy, bpe = bytes per value */
+    tvs__lunit proto;
+    memset(&proto, 0, sizeof proto);
+    candidates(&proto, (double)nnz / (double)n);
+    double rel[TVS__LCAND_MAX], bpe[TVS__LCAND_MAX];
+    for (uint8_t c = 0; c < proto.n_cand; c++) {
+        tvs__lcand *cd = &proto.cand[c];
+        rel[c] = bpe[c] = 0;
+        if (cd->p.codec == TVS_LC_ZERO || cd->p.codec == TVS_LC_VERBATIM)
+            continue;
+        tvs_lossy_params sp = cd->p;
+        if (cd->all_nz) {
+            if (!s_nnz) {   /* none sampled: exact, at about 3 bytes a nonzero */
+                bpe[c] = 3.0 * (double)nnz / (double)n;
+                continue;
+            }
+            sp.density = (float)((double)s_nnz / (double)m);
+        }
+        size_t bytes;
+        if ((rc = roundtrip(w, &bytes, &sp, s, w->dhat, m)))
+            return rc;
+        double e = 0;
+        for (size_t i = 0; i < m; i++) {
+            double x = (double)s[i] - w->dhat[i];
+            e += x * x;
+        }
+        rel[c] = s_norm2 > 0 ? e / s_norm2 : (e > 0 ? 1 : 0);
+        bpe[c] = entropy_bytes(w->enc, bytes) / (double)m;
+    }
+    for (uint32_t k = 0; k < n_units; k++) {
+        tvs__lunit *u = &units[k];
+        u->n_cand = 0;
+        u->pick = 0;
+        if (odd[k]) {
+            tvs__lcand *x = &u->cand[u->n_cand++];
+            memset(x, 0, sizeof *x);
+            x->p.codec = TVS_LC_VERBATIM;
+            x->rate = TVS__LUNIT_HDR + (double)u->n * width;
+            continue;
+        }
+        if (u->norm2 == 0 && unnz[k] == 0) {
+            u->cand[u->n_cand++] = proto.cand[0];   /* ZERO, exact */
+            u->cand[0].rate = TVS__LUNIT_HDR;
+            u->cand[0].dist = 0;
+            continue;
+        }
+        for (uint8_t c = 0; c < proto.n_cand; c++) {
+            tvs__lcand x = proto.cand[c];
+            x.rate = TVS__LUNIT_HDR;
+            if (x.p.codec == TVS_LC_ZERO) {
+                x.dist = u->norm2;
+            } else if (x.p.codec == TVS_LC_VERBATIM) {
+                x.rate += (double)u->n * width;
+                x.dist = 0;
+            } else {
+                x.rate += bpe[c] * u->n;
+                x.dist = rel[c] * u->norm2;
+            }
+            u->cand[u->n_cand++] = x;
+        }
+        for (int i = 0; i < 2 && u->n == n && lr_rank[i]; i++) {
+            uint32_t rows = (uint32_t)(n / cols);
+            double bytes = 21.0 + (double)(rows + cols) * lr_rank[i] * 2;
+            if (bytes >= (double)n * width / 2 || u->n_cand >= TVS__LCAND_MAX ||
+                (i == 1 && lr_rank[1] == lr_rank[0]))
+                continue;
+            tvs__lcand *x = &u->cand[u->n_cand++];
+            memset(x, 0, sizeof *x);
+            x->p.codec = TVS_LC_LOWRANK;
+            x->p.rows = rows;
+            x->p.cols = cols;
+            x->p.rank = lr_rank[i];
+            x->p.factor_dtype = TVS_DTYPE_BF16;
+            x->rate = TVS__LUNIT_HDR + bytes;
+            x->dist = lr_rest[i] * u->norm2;
+        }
+        qsort(u->cand, u->n_cand, sizeof *u->cand, cand_cmp);
+    }
+    return 0;
+}
+
+/* ---- choice */
+
+void tvs__lossy_pick_error(tvs__lunit *u, size_t n, double e)
+{
+    for (size_t k = 0; k < n; k++) {
+        tvs__lunit *x = &u[k];
+        if (!x->n_cand)
+            continue;   /* merged into another unit */
+        x->pick = x->n_cand - 1;
+        for (uint8_t c = 0; c < x->n_cand; c++)
+            if (x->norm2 == 0 || x->cand[c].dist <= e * e * x->norm2) {
+                x->pick = c;
+                break;
+            }
+    }
+}
+
+typedef struct {
+    double slope;
+    size_t unit;
+} step;
+
+/* max-heap by slope, ties to the lower unit index */
+static int step_before(const step *a, const step *b)
+{
+    return a->slope > b->slope || (a->slope == b->slope && a->unit < b->unit);
+}
+
+static void heap_push(step *h, size_t *n, step s)
+{
+    size_t i = (*n)++;
+    while (i > 0 && step_before(&s, &h[(i - 1) / 2])) {
+        h[i] = h[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h[i] = s;
+}
+
+static step heap_pop(step *h, size_t *n)
+{
+    step top = h[0], last = h[--*n];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= *n)
+            break;
+        if (c + 1 < *n && step_before(&h[c + 1], &h[c]))
+            c++;
+        if (!step_before(&h[c], &last))
+            break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (*n)
+        h[i] = last;
+    return top;
+}
+
+/*
+ * The next point on unit @p u's lower convex hull after its pick: the
+ * candidate of larger rate with the steepest drop in distortion per byte.
+ */
+static double g_q = 1;
+
+/* What a candidate's error costs in the total minimized. */
+static double cost(const tvs__lunit *u, const tvs__lcand *c)
+{
+    if (g_q == 1)
+        return u->weight * c->dist;
+    double rel = u->norm2 > 0 ? c->dist / u->norm2 : 0;
+    return u->weight * u->norm2 * pow(rel, g_q);
+}
+
+static int next_point(const tvs__lunit *u, uint8_t *out, double *slope)
+{
+    const tvs__lcand *cur = &u->cand[u->pick];
+    double best = 0, cc = cost(u, cur);
+    int found = 0;
+    for (uint8_t c = u->pick + 1; c < u->n_cand; c++) {
+        const tvs__lcand *x = &u->cand[c];
+        if (x->rate <= cur->rate || x->dist >= cur->dist)
+            continue;
+        double s = (cc - cost(u, x)) / (x->rate - cur->rate);
+        if (!found || s > best) {
+            best = s;
+            *out = c;
+            found = 1;
+        }
+    }
+    *slope = best;
+    return found;
+}
+
+int tvs__lossy_allocate(tvs__lunit *const *u, size_t n, double budget)
+{
+    step *h = tvs_malloc((n ? n : 1) * sizeof *h);
+    if (!h)
+        return tvs__fail(TVS_ENOMEM, "out of memory allocating bits");
+    size_t hn = 0;
+    double spent = 0;
+    g_q = getenv("TVS_LOSSY_Q") ? atof(getenv("TVS_LOSSY_Q")) : 1;
+    for (size_t k = 0; k < n; k++) {
+        u[k]->pick = 0;   /* the cheapest: ZERO */
+        if (u[k]->n_cand)
+            spent += u[k]->cand[0].rate;
+    }
+    for (size_t k = 0; k < n; k++) {
+        uint8_t c = 0;
+        double s;
+        if (u[k]->n_cand && next_point(u[k], &c, &s))
+            heap_push(h, &hn, (step){ s, k });
+    }
+    while (hn) {
+        step st = heap_pop(h, &hn);
+        tvs__lunit *x = u[st.unit];
+        uint8_t c = 0;
+        double s;
+        if (!next_point(x, &c, &s))
+            continue;
+        double more = x->cand[c].rate - x->cand[x->pick].rate;
+        if (spent + more > budget)
+            continue;   /* does not fit; neither do this unit's larger points */
+        spent += more;
+        x->pick = c;
+        if (next_point(x, &c, &s))
+            heap_push(h, &hn, (step){ s, st.unit });
+    }
+    tvs_free(h);
+    return 0;
+}
+
+/* ---- encoding */
+
+int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t n_units,
+                      const uint8_t *ft, uint8_t *base_io, tvs_dtype dt, double max_err)
+{
+    unsigned width = tvs_dtype_bits(dt) / 8;
+    size_t off = 0;
+    uint32_t live = 0;
+    for (uint32_t k = 0; k < n_units; k++)
+        live += units[k].n != 0;
+    int rc = tvs_lossy_chunk_begin(out, live);
+    for (uint32_t k = 0; !rc && k < n_units; k++) {
+        tvs__lunit *u = &units[k];
+        size_t n = u->n;
+        if (!n)
+            continue;   /* merged into an earlier unit */
+        const uint8_t *uft = ft + off * width;
+        uint8_t *ubase = base_io + off * width;
+        off += n;
+        if ((rc = ensure_floats(w, n)) ||
+            (rc = grow((void **)&w->elems, &w->elems_cap, n * width)))
+            return rc;
+        tvs_dtype_to_f32(w->ft, uft, n, dt);
+        tvs_dtype_to_f32(w->base, ubase, n, dt);
+        size_t nnz = 0;
+        for (size_t i = 0; i < n; i++) {
+            w->d[i] = w->ft[i] - w->base[i];
+            nnz += w->d[i] != 0;
+        }
+        for (uint8_t c = u->pick;; c++) {
+            tvs_lossy_params pp = u->cand[c].p;
+            const tvs_lossy_params *p = &pp;
+            if (u->cand[c].all_nz)
+                pp.density = (float)((double)TVS_MAX(nnz, 1u) / (double)n);
+            size_t bytes = 0;
+            if (p->codec == TVS_LC_VERBATIM) {
+                if ((rc = grow((void **)&w->enc, &w->enc_cap, n * width)))
+                    return rc;
+                memcpy(w->enc, uft, n * width);
+                bytes = n * width;
+                memcpy(w->elems, uft, n * width);
+            } else {
+                if (p->codec == TVS_LC_ZERO)
+                    memset(w->dhat, 0, n * sizeof(float));
+                else if ((rc = roundtrip(w, &bytes, p, w->d, w->dhat, n)))
+                    return rc;
+                /* exactly what decoding will do */
+                memcpy(w->elems, ubase, n * width);
+                if ((rc = tvs_lossy_add(w->elems, dt, w->dhat, n)))
+                    return rc;
+            }
+            /* the real error: decoded elements against the fine-tune's */
+            tvs_dtype_to_f32(w->dhat, w->elems, n, dt);
+            double e = 0;
+            for (size_t i = 0; p->codec != TVS_LC_VERBATIM && i < n; i++) {
+                double x = (double)w->dhat[i] - w->ft[i];
+                e += x * x;
+            }
+            double rel = u->norm2 > 0 ? sqrt(e / u->norm2) : (e > 0 ? 1e30 : 0);
+            if (!(rel <= 1e30))
+                rel = 1e30;   /* stored, so finite */
+            if (max_err > 0 && rel > max_err && c + 1 < u->n_cand)
+                continue;
+            u->pick = c;
+            u->err = (float)rel;
+            u->codec = p->codec;
+            u->bytes = (uint32_t)(bytes + TVS__LUNIT_HDR);
+            tvs_lossy_unit lu = { (uint32_t)n, u->err, (float)sqrt(u->norm2), p->codec,
+                                  { w->enc, bytes } };
+            if ((rc = tvs_lossy_chunk_add(out, &lu)))
+                return rc;
+            memcpy(ubase, w->elems, n * width);
+            break;
+        }
+    }
+    return rc;
+}

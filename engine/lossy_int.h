@@ -1,0 +1,83 @@
+/*
+ * The lossy encoder's choices (engine/lossy.c), used by import (engine/import.c).
+ *
+ * A lossy tensor's chunk is cut into units (row blocks of about
+ * TVS__LUNIT elements, cut at the same element positions in every chunk).
+ * Analysis measures, for every unit, a fixed list of candidate encodings
+ * (rate in stored bytes, distortion in squared error of the delta) on a
+ * sample of the unit; a choice step then picks one candidate per unit,
+ * either the smallest meeting a relative error (--max-error) or the
+ * allocation of a bit budget over all units that minimizes the total
+ * squared error (--bits); encoding writes the picks and measures every
+ * unit's real error exactly.
+ */
+#ifndef TVS_ENGINE_LOSSY_INT_H
+#define TVS_ENGINE_LOSSY_INT_H
+
+#include "format/lossy.h"
+
+#define TVS__LUNIT 16384u        /* target elements per unit */
+#define TVS__LSAMPLE 4096u       /* elements measured per chunk (all of a smaller one) */
+#define TVS__LRUN 64u            /* ... in evenly spaced runs of this many */
+#define TVS__LCAND_MAX 48
+#define TVS__LUNIT_HDR 17u       /* stored bytes of a unit's header in a lossy chunk */
+#define TVS__LMIN_ELEMS 16u      /* smaller tensors stay lossless */
+
+typedef struct {
+    tvs_lossy_params p;
+    double rate;                 /* estimated stored bytes, unit header included */
+    double dist;                 /* estimated squared error of the delta */
+    uint8_t all_nz;              /* SIGN/SPARSEQ keeping exactly the nonzero entries:
+                                    density set from the data measured */
+} tvs__lcand;
+
+typedef struct {
+    uint64_t first;              /* element index in the tensor */
+    uint32_t n;
+    uint32_t cols;               /* whole rows of this many elements, else 0 */
+    double norm2;                /* squared L2 norm of the exact delta */
+    double weight;               /* --bits: its squared error counts this much */
+    uint8_t n_cand;
+    uint8_t pick;                /* chosen candidate */
+    tvs__lcand cand[TVS__LCAND_MAX];   /* by rate, ascending */
+    /* after encoding */
+    float err;                   /* relative L2 error, measured */
+    uint8_t codec;
+    uint32_t bytes;              /* payload + header */
+} tvs__lunit;
+
+typedef struct tvs__lworker tvs__lworker;
+
+int tvs__lworker_new(tvs__lworker **out);
+void tvs__lworker_free(tvs__lworker *w);
+
+/**
+ * Units of the chunk holding elements [first, first + n) of a tensor whose
+ * rows have @p cols elements; fills @p u (NULL: just count).
+ */
+uint32_t tvs__lossy_units(tvs__lunit *u, uint64_t first, size_t n, uint64_t cols);
+
+/** Measure every candidate of every unit of one chunk (ft and base: n elements of dt). */
+int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *u, uint32_t n_units, const uint8_t *ft,
+                       const uint8_t *base, tvs_dtype dt);
+
+/** --max-error: the smallest candidate of each unit whose estimate meets @p e. */
+void tvs__lossy_pick_error(tvs__lunit *u, size_t n, double e);
+
+/**
+ * --bits: pick candidates for all @p n units (pointers, in a fixed order)
+ * so that their total rate stays within @p budget bytes and the total
+ * squared error is smallest (marginal gains over each unit's convex hull).
+ */
+int tvs__lossy_allocate(tvs__lunit *const *u, size_t n, double budget);
+
+/**
+ * Encode one chunk with the picks: the lossy chunk's bytes go to @p out
+ * (appended), and @p base_io (n elements of the base) becomes the decoded
+ * elements. With @p max_err > 0, a unit whose measured error exceeds it
+ * moves on to its next larger candidate until it meets it.
+ */
+int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *u, uint32_t n_units,
+                      const uint8_t *ft, uint8_t *base_io, tvs_dtype dt, double max_err);
+
+#endif
