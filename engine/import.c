@@ -807,44 +807,21 @@ choose:
     tvs__lunit **order = tvs_malloc(m->n_units * sizeof *order);
     if (!order)
         return tvs__fail(TVS_ENOMEM, "out of memory");
-    /* weights: per unit or per tensor */
-    const char *wm = getenv("TVS_LOSSY_WEIGHT");
-    for (size_t j = 0, k = 0; j < m->n_jobs; j++) {
-        const job *jb = &m->jobs[j];
-        if (jb->kind != JOB_LOSSY)
-            continue;
-        for (uint32_t i = 0; i < jb->n_units; i++, k++) {
-            tvs__lunit *u = &m->units[jb->unit0 + i];
-            u->weight = 1;
-            if (wm && !strcmp(wm, "rel"))
-                u->weight = u->norm2 > 0 ? u->n / u->norm2 : 1;
-        }
-    }
-    if (wm && !strcmp(wm, "tensor")) {
-        for (size_t j = 0; j < m->n_jobs;) {
-            size_t t = m->jobs[j].tensor, j1 = j;
-            double n2 = 0, n = 0;
-            for (; j1 < m->n_jobs && m->jobs[j1].tensor == t; j1++)
-                for (uint32_t i = 0; m->jobs[j1].kind == JOB_LOSSY && i < m->jobs[j1].n_units; i++) {
-                    n2 += m->units[m->jobs[j1].unit0 + i].norm2;
-                    n += m->units[m->jobs[j1].unit0 + i].n;
-                }
-            for (; j < j1; j++)
-                for (uint32_t i = 0; m->jobs[j].kind == JOB_LOSSY && i < m->jobs[j].n_units; i++)
-                    m->units[m->jobs[j].unit0 + i].weight = n2 > 0 ? n / n2 : 1;
-        }
+    /*
+     * The total minimized: each unit's squared error relative to its own
+     * delta's energy, times its values -- so a unit that changed little
+     * counts as much, per value, as one that changed a lot. (Plain squared
+     * error starves units with small deltas, which measurably hurt the task
+     * loss more than the same bits spent evenly.)
+     */
+    for (size_t k = 0; k < m->n_units; k++) {
+        tvs__lunit *u = &m->units[k];
+        u->weight = u->norm2 > 0 ? u->n / u->norm2 : 1;
     }
     for (size_t k = 0; k < m->n_units; k++)
         order[k] = &m->units[k];
     rc = tvs__lossy_allocate(order, m->n_units, budget);
     tvs_free(order);
-    if (getenv("TVS_DEBUG_LOSSY")) {
-        double est = 0;
-        for (size_t k = 0; k < m->n_units; k++)
-            est += m->units[k].n_cand ? m->units[k].cand[m->units[k].pick].rate : 0;
-        fprintf(stderr, "lossy: budget %.0f bytes, fixed %.0f, picked %.0f\n", budget,
-                fixed_cost(m), est);
-    }
     return rc;
 }
 

@@ -105,6 +105,7 @@ static void candidates(tvs__lunit *u, double nz)
 {
     tvs_lossy_params p;
     u->n_cand = 0;
+
     memset(&p, 0, sizeof p);
     p.codec = TVS_LC_ZERO;
     add(u, p);
@@ -217,12 +218,27 @@ static unsigned lowrank_probe(const float *d, uint32_t rows, uint32_t cols, doub
 {
     if (rows < 8 || cols < 8)
         return 0;
-    unsigned m = rows < LR_ROWS ? rows : LR_ROWS;
+    /* rows that changed at all (a matrix with few changed rows has few
+     * components, but evenly spaced rows would mostly be unchanged ones) */
+    static _Thread_local uint32_t live[1u << 16];
+    uint32_t n_live = 0;
+    for (uint32_t i = 0; i < rows && n_live < (1u << 16); i++) {
+        const float *row = d + (size_t)i * cols;
+        uint32_t k = 0;
+        while (k < cols && row[k] == 0)
+            k++;
+        if (k < cols)
+            live[n_live++] = i;
+    }
+    if (n_live < 8)
+        return 0;
+    unsigned m = n_live < LR_ROWS ? n_live : LR_ROWS;
     double g[LR_ROWS * LR_ROWS], ev[LR_ROWS];
     static _Thread_local float r[LR_ROWS][LR_COLS];
     uint32_t nc = cols < LR_COLS ? cols : LR_COLS, runs = nc / 64;
     for (unsigned i = 0; i < m; i++) {
-        const float *row = d + (size_t)(i * (uint64_t)(rows - 1) / (m > 1 ? m - 1 : 1)) * cols;
+        uint32_t pick = live[(size_t)i * (n_live - 1) / (m > 1 ? m - 1 : 1)];
+        const float *row = d + (size_t)pick * cols;
         if (nc == cols)
             memcpy(r[i], row, nc * sizeof(float));
         else
@@ -308,6 +324,61 @@ static int roundtrip(tvs__lworker *w, size_t *bytes, const tvs_lossy_params *p,
 }
 
 /*
+ * Measure every candidate of @p proto on up to @p cap values of @p d (n
+ * values; evenly spaced runs of TVS__LRUN): rel = squared error / energy,
+ * bpe = expected stored bytes per value.
+ */
+static int measure(tvs__lworker *w, const tvs__lunit *proto, const float *d, size_t n,
+                   size_t cap, double *rel, double *bpe)
+{
+    const float *s = d;
+    size_t m = n, nnz = 0;
+    int rc;
+    for (size_t i = 0; i < n; i++)
+        nnz += d[i] != 0;
+    if (n > cap) {
+        size_t runs = cap / TVS__LRUN;
+        for (size_t r = 0; r < runs; r++)
+            memcpy(w->sample + r * TVS__LRUN, d + r * ((n - TVS__LRUN) / (runs - 1)),
+                   TVS__LRUN * sizeof(float));
+        s = w->sample;
+        m = runs * TVS__LRUN;
+    }
+    double s_norm2 = 0;
+    size_t s_nnz = 0;
+    for (size_t i = 0; i < m; i++) {
+        s_norm2 += (double)s[i] * s[i];
+        s_nnz += s[i] != 0;
+    }
+    for (uint8_t c = 0; c < proto->n_cand; c++) {
+        const tvs__lcand *cd = &proto->cand[c];
+        rel[c] = bpe[c] = 0;
+        if (cd->p.codec == TVS_LC_ZERO || cd->p.codec == TVS_LC_VERBATIM)
+            continue;
+        tvs_lossy_params sp = cd->p;
+        if (cd->all_nz || sp.density > 0) {
+            double dens = cd->all_nz ? (double)s_nnz / (double)m : sp.density;
+            if (!s_nnz) {   /* none sampled: exact, at about 3 bytes a nonzero */
+                bpe[c] = 3.0 * (double)nnz / (double)n;
+                continue;
+            }
+            sp.density = (float)TVS_MAX(dens, 1.0 / (double)m);
+        }
+        size_t bytes;
+        if ((rc = roundtrip(w, &bytes, &sp, s, w->dhat, m)))
+            return rc;
+        double e = 0;
+        for (size_t i = 0; i < m; i++) {
+            double x = (double)s[i] - w->dhat[i];
+            e += x * x;
+        }
+        rel[c] = s_norm2 > 0 ? e / s_norm2 : (e > 0 ? 1 : 0);
+        bpe[c] = entropy_bytes(w->enc, bytes) / (double)m;
+    }
+    return 0;
+}
+
+/*
  * One chunk at a time: every candidate is measured once, on a sample of the
  * chunk's delta (evenly spaced runs of TVS__LRUN values), as a rate per
  * value and an error relative to the sample's energy; each unit then gets
@@ -378,54 +449,31 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
         }
         n_units = 1;
     }
-    /* the sample */
-    const float *s = w->d;
-    size_t m = n;
-    if (n > TVS__LSAMPLE) {
-        size_t runs = TVS__LSAMPLE / TVS__LRUN;
-        for (size_t r = 0; r < runs; r++)
-            memcpy(w->sample + r * TVS__LRUN, w->d + r * ((n - TVS__LRUN) / (runs - 1)),
-                   TVS__LRUN * sizeof(float));
-        s = w->sample;
-        m = runs * TVS__LRUN;
-    }
-    double s_norm2 = 0;
-    size_t s_nnz = 0;
-    for (size_t i = 0; i < m; i++) {
-        s_norm2 += (double)s[i] * s[i];
-        s_nnz += s[i] != 0;
-    }
-    /* the chunk's candidates, measured: rel = error / energy, bpe = bytes per value */
+    /* the chunk's candidates, measured on a sample of the whole chunk */
     tvs__lunit proto;
     memset(&proto, 0, sizeof proto);
     candidates(&proto, (double)nnz / (double)n);
     double rel[TVS__LCAND_MAX], bpe[TVS__LCAND_MAX];
-    for (uint8_t c = 0; c < proto.n_cand; c++) {
-        tvs__lcand *cd = &proto.cand[c];
-        rel[c] = bpe[c] = 0;
-        if (cd->p.codec == TVS_LC_ZERO || cd->p.codec == TVS_LC_VERBATIM)
-            continue;
-        tvs_lossy_params sp = cd->p;
-        if (cd->all_nz) {
-            if (!s_nnz) {   /* none sampled: exact, at about 3 bytes a nonzero */
-                bpe[c] = 3.0 * (double)nnz / (double)n;
-                continue;
-            }
-            sp.density = (float)((double)s_nnz / (double)m);
-        }
-        size_t bytes;
-        if ((rc = roundtrip(w, &bytes, &sp, s, w->dhat, m)))
-            return rc;
-        double e = 0;
-        for (size_t i = 0; i < m; i++) {
-            double x = (double)s[i] - w->dhat[i];
-            e += x * x;
-        }
-        rel[c] = s_norm2 > 0 ? e / s_norm2 : (e > 0 ? 1 : 0);
-        bpe[c] = entropy_bytes(w->enc, bytes) / (double)m;
-    }
-    for (uint32_t k = 0; k < n_units; k++) {
+    double urel[TVS__LCAND_MAX], ubpe[TVS__LCAND_MAX];
+    if ((rc = measure(w, &proto, w->d, n, TVS__LSAMPLE, rel, bpe)))
+        return rc;
+    double mean2 = 0;
+    for (uint32_t k = 0; k < n_units; k++)
+        mean2 += units[k].norm2;
+    mean2 /= (double)n;
+    for (uint32_t k = 0, at = 0; k < n_units; at += units[k++].n) {
         tvs__lunit *u = &units[k];
+        /* a unit unlike its chunk (rows left unchanged, much larger or smaller
+         * changes) is measured on its own */
+        const double *r = rel, *b = bpe;
+        double un2 = u->n ? u->norm2 / u->n : 0;
+        if (n_units > 1 && u->n && !odd[k] &&
+            (fabs((double)unnz[k] / u->n - (double)nnz / n) > 0.1 || un2 > 4 * mean2 ||
+             un2 < mean2 / 4)) {
+            if ((rc = measure(w, &proto, w->d + at, u->n, TVS__LSAMPLE / 4, urel, ubpe)))
+                return rc;
+            r = urel, b = ubpe;
+        }
         u->n_cand = 0;
         u->pick = 0;
         if (odd[k]) {
@@ -450,8 +498,8 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
                 x.rate += (double)u->n * width;
                 x.dist = 0;
             } else {
-                x.rate += bpe[c] * u->n;
-                x.dist = rel[c] * u->norm2;
+                x.rate += b[c] * u->n;
+                x.dist = r[c] * u->norm2;
             }
             u->cand[u->n_cand++] = x;
         }
@@ -538,15 +586,10 @@ static step heap_pop(step *h, size_t *n)
  * The next point on unit @p u's lower convex hull after its pick: the
  * candidate of larger rate with the steepest drop in distortion per byte.
  */
-static double g_q = 1;
-
 /* What a candidate's error costs in the total minimized. */
 static double cost(const tvs__lunit *u, const tvs__lcand *c)
 {
-    if (g_q == 1)
-        return u->weight * c->dist;
-    double rel = u->norm2 > 0 ? c->dist / u->norm2 : 0;
-    return u->weight * u->norm2 * pow(rel, g_q);
+    return u->weight * c->dist;
 }
 
 static int next_point(const tvs__lunit *u, uint8_t *out, double *slope)
@@ -576,7 +619,7 @@ int tvs__lossy_allocate(tvs__lunit *const *u, size_t n, double budget)
         return tvs__fail(TVS_ENOMEM, "out of memory allocating bits");
     size_t hn = 0;
     double spent = 0;
-    g_q = getenv("TVS_LOSSY_Q") ? atof(getenv("TVS_LOSSY_Q")) : 1;
+
     for (size_t k = 0; k < n; k++) {
         u[k]->pick = 0;   /* the cheapest: ZERO */
         if (u[k]->n_cand)
@@ -669,6 +712,11 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
             if (!(rel <= 1e30))
                 rel = 1e30;   /* stored, so finite */
             if (max_err > 0 && rel > max_err && c + 1 < u->n_cand)
+                continue;
+            /* an estimate gone badly wrong (data unlike its sample): the next one */
+            double est = u->norm2 > 0 ? u->cand[c].dist / u->norm2 : 0;
+            if (max_err == 0 && rel * rel > 4 * est + 0.01 && c + 1 < u->n_cand &&
+                u->cand[c + 1].dist < u->cand[c].dist)
                 continue;
             u->pick = c;
             u->err = (float)rel;

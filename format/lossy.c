@@ -1388,10 +1388,19 @@ static void top_k(uint64_t *kb, uint32_t *keys, const float *d, size_t n, size_t
 {
     static const unsigned shift[3] = { 21, 10, 0 }, width[3] = { 11, 11, 10 };
     uint32_t hist[2048];
-    size_t cnt = n, need = k;
+    size_t cnt = n, need = k, nnz = 0;
     uint32_t prefix = 0;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         keys[i] = f2u(d[i]) & 0x7fffffffu;
+        nnz += keys[i] != 0;
+    }
+    if (k == nnz || k == n) {
+        /* every nonzero (or every) entry: no selection needed */
+        memset(kb, 0, ((n + 63) / 64) * 8);
+        for (size_t i = 0; i < n; i++)
+            kb[i / 64] |= (uint64_t)(k == n || keys[i] != 0) << (i % 64);
+        return;
+    }
     for (int lev = 0; lev < 3; lev++) {
         unsigned nbins = 1u << width[lev], sh = shift[lev];
         memset(hist, 0, nbins * sizeof *hist);
@@ -1410,14 +1419,19 @@ static void top_k(uint64_t *kb, uint32_t *keys, const float *d, size_t n, size_t
         cnt = c;
     }
     /* prefix is the k-th largest key; `need` entries equal to it are kept */
-    memset(kb, 0, ((n + 63) / 64) * 8);
-    for (size_t i = 0; i < n; i++) {
-        uint32_t key = f2u(d[i]) & 0x7fffffffu;
-        int keep = key > prefix || (key == prefix && need > 0);
-        if (key == prefix && need > 0)
-            need--;
-        kb[i / 64] |= (uint64_t)keep << (i % 64);
+    /* above the threshold: branch-free, 64 at a time; then the first `need` ties */
+    for (size_t w0 = 0; w0 < n; w0 += 64) {
+        size_t e = n - w0 < 64 ? n - w0 : 64;
+        uint64_t word = 0;
+        for (size_t j = 0; j < e; j++)
+            word |= (uint64_t)((f2u(d[w0 + j]) & 0x7fffffffu) > prefix) << j;
+        kb[w0 / 64] = word;
     }
+    for (size_t i = 0; need > 0 && i < n; i++)
+        if ((f2u(d[i]) & 0x7fffffffu) == prefix) {
+            kb[i / 64] |= (uint64_t)1 << (i % 64);
+            need--;
+        }
 }
 
 /* Iterates the kept runs of a bitmap (bits past n are zero). */
