@@ -87,19 +87,13 @@ static int read_file(uint8_t **out, size_t *len, const char *path, uint64_t max)
     return 0;
 }
 
-/* adapter_config.json: r, lora_alpha, target_modules and the refusals. */
-static int read_config(lora *l, const char *dir)
+int tvs__lora_config_parse(uint32_t *r_out, double *scale, json_t **targets, const char *text,
+                           size_t len, const char *path)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    uint8_t *text;
-    size_t len;
-    int rc = read_file(&text, &len, path, 1u << 24);
-    if (rc)
-        return rc;
+    int rc = 0;
+    *targets = NULL;
     json_error_t je;
-    json_t *j = json_loadb((const char *)text, len, JSON_REJECT_DUPLICATES, &je);
-    tvs_free(text);
+    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     if (!j || !json_is_object(j)) {
         rc = tvs__fail(TVS_ECORRUPT, "%s: %s (line %d, column %d)", path,
                        j ? "not a JSON object" : je.text, je.line, je.column);
@@ -140,14 +134,31 @@ static int read_config(lora *l, const char *dir)
                 rc = tvs__fail(TVS_ECORRUPT, "%s: target_modules[%zu] is not a string", path,
                                i);
         if (!rc)
-            l->targets = json_incref(tm);
+            *targets = json_incref(tm);
     }
     if (!rc) {
-        l->r = (uint32_t)json_integer_value(r);
+        *r_out = (uint32_t)json_integer_value(r);
         double a = json_number_value(alpha);
-        l->scale = json_is_true(rs) ? a / sqrt((double)l->r) : a / l->r;
+        *scale = json_is_true(rs) ? a / sqrt((double)*r_out) : a / *r_out;
+        if (!isfinite(*scale) || *scale <= 0)
+            rc = tvs__fail(TVS_ECORRUPT, "%s: lora_alpha / r is not a positive number", path);
     }
     json_decref(j);
+    return rc;
+}
+
+/* adapter_config.json: r, lora_alpha, target_modules and the refusals. */
+static int read_config(lora *l, const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    uint8_t *text;
+    size_t len;
+    int rc = read_file(&text, &len, path, 1u << 24);
+    if (rc)
+        return rc;
+    rc = tvs__lora_config_parse(&l->r, &l->scale, &l->targets, (const char *)text, len, path);
+    tvs_free(text);
     return rc;
 }
 

@@ -81,6 +81,16 @@ int tvs_import_lora(tvs_import_result *out, tvs_store *s, const char *dir, const
                     const char *ref, const tvs_import_opts *o);
 
 /**
+ * The adapter_config.json part of tvs_import_lora (exposed for its fuzz
+ * target): @p r and the scale lora_alpha / r (or / sqrt(r)); @p targets gets
+ * a new reference to target_modules when it is a list (json_decref it), else
+ * NULL. @return 0, TVS_ECORRUPT or TVS_EINVAL naming @p path and the rule
+ */
+struct json_t;
+int tvs__lora_config_parse(uint32_t *r, double *scale, struct json_t **targets,
+                           const char *text, size_t len, const char *path);
+
+/**
  * Store model @p b (already in the store) again as a delta of model @p a,
  * under ref @p ref: `tvs diff A B --as REF`.
  */

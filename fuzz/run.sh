@@ -15,7 +15,7 @@ set -eu
 secs=${1:-20}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build-fuzz}
-targets=${FUZZ_TARGETS:-"st_header object_decode chunk_roundtrip delta_roundtrip query_parse lossy_decode"}
+targets=${FUZZ_TARGETS:-"st_header object_decode chunk_roundtrip delta_roundtrip query_parse lossy_decode lora_config"}
 jobs=$(nproc 2>/dev/null || echo 2)
 
 CC=${CC:-clang} cmake -S "$root" -B "$build" -DTVS_FUZZ=ON -DTVS_TESTS=ON >/dev/null

@@ -82,10 +82,11 @@ done
 while read -r m _ f _; do echo "$f $(task_of "$m")"; done < "$SCRATCH/list" | sort -u \
   > "$SCRATCH/pairs"
 echo "$(wc -l < "$SCRATCH/pairs") eval.py runs, $JOBS at a time" >&2
+mkdir -p "$SCRATCH/loss"
 xargs -P "$JOBS" -L 1 sh -c '/usr/bin/python3 "$0/eval.py" "$1" --tasks "$2" --threads 1 \
-  > "$1.loss.$2"' "$SHARED" < "$SCRATCH/pairs"
+  > "$3/loss/$(basename "$1").$2"' "$SHARED" < <(sed "s|\$| $SCRATCH|" "$SCRATCH/pairs")
 
-loss() { awk -v t="$2" '$1 == t {print $2}' "$1.loss.$2"; }
+loss() { awk -v t="$2" '$1 == t {print $2}' "$SCRATCH/loss/$(basename "$1").$2"; }
 printf "| model (task) | encoding | stored bytes | share of BF16 | 1/x | task loss | kept |\n"
 printf "|---|---|--:|--:|--:|--:|--:|\n"
 for m in $MODELS; do

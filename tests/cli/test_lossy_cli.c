@@ -504,3 +504,46 @@ Test(lossy_cli, bad_input_is_refused_and_nothing_is_written)
     tt_run_dispose(&f);
     free(ad), free(cfg), free(st), free(other);
 }
+
+/* Non-finite values in a fine-tune: their units are stored exactly. */
+Test(lossy_cli, non_finite_values_survive_exactly)
+{
+    char *pb = path("b.safetensors"), *pf = path("f.safetensors"), *out = path("o.safetensors");
+    tt_tensor t[] = { { "w", "BF16", 2, { 1024, 256 } } };   /* 16 units */
+    cr_assert_eq(tt_write_st_weights(pb, t, 1, NULL, 11), 0);
+    size_t len;
+    uint8_t *f = tt_read_file(pb, &len);
+    size_t data0 = 8 + (size_t)tvs_load_le64(f);
+    uint64_t st = 3;
+    for (size_t i = data0; i + 2 <= len; i += 2) {
+        float x = tvs_bf16_to_f32((uint16_t)(f[i] | f[i + 1] << 8));
+        uint16_t v = tvs_f32_to_bf16(x * (1.0f + 0.05f * ((tt_lcg(&st) % 3) - 1.0f)));
+        f[i] = (uint8_t)v, f[i + 1] = (uint8_t)(v >> 8);
+    }
+    static const uint16_t odd[] = { 0x7fc0, 0x7f80, 0xff80, 0x7fc1 };   /* NaN, ±inf */
+    static const size_t at[] = { 5, 40000, 40001, 65535 };
+    for (int k = 0; k < 4; k++) {
+        f[data0 + 2 * at[k]] = (uint8_t)odd[k];
+        f[data0 + 2 * at[k] + 1] = (uint8_t)(odd[k] >> 8);
+    }
+    cr_assert_eq(tt_write_file(pf, f, len), 0);
+    ok("import", pb, "--as", "b");
+    /* three of the 16 units hold a non-finite value: 3 x 16 bits, the rest share 3 */
+    ok("import", pf, "--base", "b", "--lossy", "--bits", "6", "--as", "nf");
+    ok("export", "nf", "-o", out);
+    size_t olen;
+    uint8_t *o = tt_read_file(out, &olen);
+    cr_assert_eq(olen, len);
+    for (int k = 0; k < 4; k++)
+        cr_assert_eq(o[data0 + 2 * at[k]] | o[data0 + 2 * at[k] + 1] << 8, odd[k],
+                     "element %zu", at[k]);
+    json_t *units = run_json("show", "nf", "--units", "--json"), *u;
+    size_t i, verbatim = 0;
+    json_array_foreach(units, i, u) {
+        verbatim += strcmp(json_string_value(json_object_get(u, "codec")), "verbatim") == 0;
+        cr_assert(isfinite(num(u, "rel_error")));
+    }
+    cr_assert(verbatim >= 1 && verbatim <= 3, "%zu verbatim units", verbatim);
+    json_decref(units);
+    free(f), free(o), free(pb), free(pf), free(out);
+}
