@@ -1546,7 +1546,7 @@ static uint8_t *mask_write(uint8_t *o, const uint64_t *kb, size_t n, size_t k, m
 static const float gauss_step[9] = { 0, 1.5958f, 0.9957f, 0.5860f, 0.3352f,
                                      0.1881f, 0.1041f, 0.0569f, 0.0308f };
 /* Multipliers of the starting step tried per block. */
-static const float step_try[] = { 0.75f, 0.875f, 1.0f, 1.125f, 1.25f };
+static const float step_try[] = { 0.85f, 1.0f, 1.15f };
 #define STEP_MAX 1.25f
 #define REFITS 2
 #define LLOYD_ITERS 8
