@@ -244,6 +244,23 @@ static int parse_real(double *out, const char *s, const char *opt)
     return 0;
 }
 
+/* --max-error (opt 'E') or --bits ('B') into @p o: 0, or an exit code. */
+static int lossy_budget(tvs_import_opts *o, int opt, const char *arg, const char *cmd)
+{
+    if (opt == 'E') {
+        if (parse_real(&o->max_error, arg, "--max-error"))
+            return 2;
+        if (!(o->max_error > 0 && o->max_error < 1))
+            return usage_error(cmd, "--max-error E is a relative L2 error: 0 < E < 1");
+        return 0;
+    }
+    if (parse_real(&o->bits, arg, "--bits"))
+        return 2;
+    if (!(o->bits > 0 && o->bits <= 16))
+        return usage_error(cmd, "--bits B is an average of bits per parameter: 0 < B <= 16");
+    return 0;
+}
+
 #define MAX_PARENTS 16
 
 static int cmd_import(int argc, char **argv)
@@ -263,19 +280,10 @@ static int cmd_import(int argc, char **argv)
         case 'L': lossy = 1; break;
         case 'R': lora = 1; break;
         case 'E':
-            budget++;
-            if (parse_real(&o.max_error, optarg, "--max-error"))
-                return 2;
-            if (!(o.max_error > 0 && o.max_error < 1))
-                return usage_error("import", "--max-error E is a relative L2 error: 0 < E < 1");
-            break;
         case 'B':
             budget++;
-            if (parse_real(&o.bits, optarg, "--bits"))
-                return 2;
-            if (!(o.bits > 0 && o.bits <= 16))
-                return usage_error("import", "--bits B is an average of bits per parameter: "
-                                   "0 < B <= 16");
+            if ((c = lossy_budget(&o, c, optarg, "import")))
+                return c;
             break;
         case 'a': as = optarg; break;
         case 'm': o.message = optarg; break;
@@ -391,20 +399,10 @@ static int cmd_compress(int argc, char **argv)
         case 'm': o.message = optarg; break;
         case 't': o.threads = atoi(optarg); break;
         case 'E':
-            budget++;
-            if (parse_real(&o.max_error, optarg, "--max-error"))
-                return 2;
-            if (!(o.max_error > 0 && o.max_error < 1))
-                return usage_error("compress", "--max-error E is a relative L2 error: "
-                                   "0 < E < 1");
-            break;
         case 'B':
             budget++;
-            if (parse_real(&o.bits, optarg, "--bits"))
-                return 2;
-            if (!(o.bits > 0 && o.bits <= 16))
-                return usage_error("compress", "--bits B is an average of bits per "
-                                   "parameter: 0 < B <= 16");
+            if ((c = lossy_budget(&o, c, optarg, "compress")))
+                return c;
             break;
         default: return usage_error("compress", "unknown option");
         }

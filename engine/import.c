@@ -896,6 +896,16 @@ static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t
 
 /* ---- publish */
 
+const char *tvs__author(const char *given)
+{
+    const char *author = given ? given : getenv("USER");
+    if (!author) {
+        struct passwd *pw = getpwuid(getuid());
+        author = pw ? pw->pw_name : "unknown";
+    }
+    return author;
+}
+
 typedef struct {
     imp *m;
     tvs_model_obj model;
@@ -951,11 +961,7 @@ static int build_objects(publish *p, const tvs_import_opts *o)
     if (m->n_units)
         p->model.flags |= TVS_MODEL_LOSSY;
     p->model.time = (int64_t)time(NULL);
-    const char *author = o->author ? o->author : getenv("USER");
-    if (!author) {
-        struct passwd *pw = getpwuid(getuid());
-        author = pw ? pw->pw_name : "unknown";
-    }
+    const char *author = tvs__author(o->author);
     p->model.author = (tvs_span){ (const uint8_t *)author, strlen(author) };
     p->model.message = (tvs_span){ (const uint8_t *)p->msg, strlen(p->msg) };
     p->model.parents = p->parents;

@@ -19,7 +19,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -510,11 +509,7 @@ static int build_model(lora *l, const tvs_model_obj *base, const tvs_import_opts
     m->parents = l->has_head ? &l->head : NULL;
     m->n_parents = (size_t)l->has_head;
     m->time = (int64_t)time(NULL);
-    const char *author = o && o->author ? o->author : getenv("USER");
-    if (!author) {
-        struct passwd *pw = getpwuid(getuid());
-        author = pw ? pw->pw_name : "unknown";
-    }
+    const char *author = tvs__author(o ? o->author : NULL);
     m->author = (tvs_span){ (const uint8_t *)author, strlen(author) };
     m->message = (tvs_span){ (const uint8_t *)l->msg, strlen(l->msg) };
     m->files = tvs_calloc(base->n_files ? base->n_files : 1, sizeof *m->files);

@@ -64,6 +64,20 @@ static int ensure_floats(tvs__lworker *w, size_t n)
     return 0;
 }
 
+/* w->ft, w->base and w->d = ft - base for @p n elements; returns the nonzeros of d. */
+static size_t load_delta(tvs__lworker *w, const uint8_t *ft, const uint8_t *base, tvs_dtype dt,
+                         size_t n)
+{
+    tvs_dtype_to_f32(w->ft, ft, n, dt);
+    tvs_dtype_to_f32(w->base, base, n, dt);
+    size_t nnz = 0;
+    for (size_t i = 0; i < n; i++) {
+        w->d[i] = w->ft[i] - w->base[i];
+        nnz += w->d[i] != 0;
+    }
+    return nnz;
+}
+
 /* ---- units */
 
 uint32_t tvs__lossy_units(tvs__lunit *u, uint64_t first, size_t n, uint64_t cols)
@@ -397,13 +411,7 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
         n += units[k].n;
     if ((rc = ensure_floats(w, n)))
         return rc;
-    tvs_dtype_to_f32(w->ft, ft, n, dt);
-    tvs_dtype_to_f32(w->base, base, n, dt);
-    size_t nnz = 0;
-    for (size_t i = 0; i < n; i++) {
-        w->d[i] = w->ft[i] - w->base[i];
-        nnz += w->d[i] != 0;
-    }
+    size_t nnz = load_delta(w, ft, base, dt, n);
     /* per unit: energy and nonzeros */
     size_t unnz[4096];
     if (n_units > 4096)
@@ -672,13 +680,7 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
         if ((rc = ensure_floats(w, n)) ||
             (rc = grow((void **)&w->elems, &w->elems_cap, n * width)))
             return rc;
-        tvs_dtype_to_f32(w->ft, uft, n, dt);
-        tvs_dtype_to_f32(w->base, ubase, n, dt);
-        size_t nnz = 0;
-        for (size_t i = 0; i < n; i++) {
-            w->d[i] = w->ft[i] - w->base[i];
-            nnz += w->d[i] != 0;
-        }
+        size_t nnz = load_delta(w, uft, ubase, dt, n);
         for (uint8_t c = u->pick;; c++) {
             tvs_lossy_params pp = u->cand[c].p;
             const tvs_lossy_params *p = &pp;

@@ -29,4 +29,7 @@ int tvs__mdb_fail(int mrc, const char *what);
 /** Force data and meta pages to disk (after publishing a ref). */
 int tvs__store_sync(tvs_store *s);
 
+/** Author of a new model: @p given, else $USER, else the login name. */
+const char *tvs__author(const char *given);
+
 #endif
