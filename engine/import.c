@@ -795,8 +795,8 @@ choose:
         if (m->files[m->tensors[i].file].is_st)
             params += m->tensors[i].t.nbytes * 8 /
                       TVS_MAX(tvs_dtype_bits(m->tensors[i].t.dtype), 1u);
-    /* 1 % of slack: rates are estimates (entropy of sampled bytes) */
-    double budget = 0.99 * m->bits * (double)params / 8 - fixed_cost(m) - cut, least = 0;
+    /* 0.5 % of slack: rates are estimates (entropy of sampled bytes) */
+    double budget = 0.995 * m->bits * (double)params / 8 - fixed_cost(m) - cut, least = 0;
     for (size_t k = 0; k < m->n_units; k++)
         least += m->units[k].n_cand ? m->units[k].cand[0].rate : 0;
     if (budget < least)

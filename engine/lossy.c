@@ -319,7 +319,7 @@ static double entropy_bytes(const uint8_t *b, size_t n)
         }
     if (n)
         e += (used - 1) / (2.0 * (double)n * M_LN2);
-    return (double)n * TVS_MIN(8.0, e + 0.1) / 8;
+    return (double)n * TVS_MIN(8.0, e + 0.05) / 8;
 }
 
 /* Encode @p d (n values) with @p p into w->enc and decode into @p dhat. */
