@@ -64,18 +64,52 @@ static int ensure_floats(tvs__lworker *w, size_t n)
     return 0;
 }
 
+/*
+ * Sum of (a[i] - b[i])^2 (b NULL: of a[i]^2): eight float lanes over blocks
+ * of 256 values, blocks summed in double -- vectorizable, and within 1e-6.
+ */
+static double sq_dist(const float *a, const float *b, size_t n)
+{
+    double total = 0;
+    for (size_t at = 0; at < n; at += 256) {
+        size_t len = n - at < 256 ? n - at : 256, j = 0;
+        float acc[8] = { 0 };
+        for (; j + 8 <= len; j += 8)
+            for (int l = 0; l < 8; l++) {
+                float x = a[at + j + l] - (b ? b[at + j + l] : 0.0f);
+                acc[l] += x * x;
+            }
+        for (; j < len; j++) {
+            float x = a[at + j] - (b ? b[at + j] : 0.0f);
+            acc[0] += x * x;
+        }
+        total += (double)(((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+                          ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+    }
+    return total;
+}
+
+/* Entries that are not +-0 (compared as bits: vectorizable). */
+static size_t count_nonzero(const float *x, size_t n)
+{
+    size_t z = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        z += (u & 0x7fffffffu) != 0;
+    }
+    return z;
+}
+
 /* w->ft, w->base and w->d = ft - base for @p n elements; returns the nonzeros of d. */
 static size_t load_delta(tvs__lworker *w, const uint8_t *ft, const uint8_t *base, tvs_dtype dt,
                          size_t n)
 {
     tvs_dtype_to_f32(w->ft, ft, n, dt);
     tvs_dtype_to_f32(w->base, base, n, dt);
-    size_t nnz = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         w->d[i] = w->ft[i] - w->base[i];
-        nnz += w->d[i] != 0;
-    }
-    return nnz;
+    return count_nonzero(w->d, n);
 }
 
 /* ---- units */
@@ -346,10 +380,8 @@ static int measure(tvs__lworker *w, const tvs__lunit *proto, const float *d, siz
                    size_t cap, double *rel, double *bpe)
 {
     const float *s = d;
-    size_t m = n, nnz = 0;
+    size_t m = n, nnz = count_nonzero(d, n);
     int rc;
-    for (size_t i = 0; i < n; i++)
-        nnz += d[i] != 0;
     if (n > cap) {
         size_t runs = cap / TVS__LRUN;
         for (size_t r = 0; r < runs; r++)
@@ -358,12 +390,8 @@ static int measure(tvs__lworker *w, const tvs__lunit *proto, const float *d, siz
         s = w->sample;
         m = runs * TVS__LRUN;
     }
-    double s_norm2 = 0;
-    size_t s_nnz = 0;
-    for (size_t i = 0; i < m; i++) {
-        s_norm2 += (double)s[i] * s[i];
-        s_nnz += s[i] != 0;
-    }
+    double s_norm2 = sq_dist(s, NULL, m);
+    size_t s_nnz = count_nonzero(s, m);
     for (uint8_t c = 0; c < proto->n_cand; c++) {
         const tvs__lcand *cd = &proto->cand[c];
         rel[c] = bpe[c] = 0;
@@ -381,11 +409,7 @@ static int measure(tvs__lworker *w, const tvs__lunit *proto, const float *d, siz
         size_t bytes;
         if ((rc = roundtrip(w, &bytes, &sp, s, w->dhat, m)))
             return rc;
-        double e = 0;
-        for (size_t i = 0; i < m; i++) {
-            double x = (double)s[i] - w->dhat[i];
-            e += x * x;
-        }
+        double e = sq_dist(s, w->dhat, m);
         rel[c] = s_norm2 > 0 ? e / s_norm2 : (e > 0 ? 1 : 0);
         bpe[c] = entropy_bytes(w->enc, bytes) / (double)m;
     }
@@ -419,12 +443,8 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
     uint8_t odd[4096];   /* non-finite values: stored exactly */
     int any_odd = 0;
     for (uint32_t k = 0, at = 0; k < n_units; at += units[k++].n) {
-        double e = 0;
-        size_t z = 0;
-        for (uint32_t i = at; i < at + units[k].n; i++) {
-            e += (double)w->d[i] * w->d[i];
-            z += w->d[i] != 0;
-        }
+        double e = sq_dist(w->d + at, NULL, units[k].n);
+        size_t z = count_nonzero(w->d + at, units[k].n);
         odd[k] = !isfinite(e);
         any_odd |= odd[k];
         units[k].norm2 = odd[k] ? 0 : e;
@@ -705,11 +725,7 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
             }
             /* the real error: decoded elements against the fine-tune's */
             tvs_dtype_to_f32(w->dhat, w->elems, n, dt);
-            double e = 0;
-            for (size_t i = 0; p->codec != TVS_LC_VERBATIM && i < n; i++) {
-                double x = (double)w->dhat[i] - w->ft[i];
-                e += x * x;
-            }
+            double e = p->codec == TVS_LC_VERBATIM ? 0 : sq_dist(w->dhat, w->ft, n);
             double rel = u->norm2 > 0 ? sqrt(e / u->norm2) : (e > 0 ? 1e30 : 0);
             if (!(rel <= 1e30))
                 rel = 1e30;   /* stored, so finite */

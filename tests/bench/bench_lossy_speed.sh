@@ -1,0 +1,64 @@
+#!/bin/bash
+# Lossy encoder and decoder speed (run by hand, never in CI), on a generated
+# BF16 model (SIZE, default 1g) and a dense fine-tune of it with Gaussian
+# deltas of ~8 % of the weights' RMS (like the shared fine-tunes), one thread:
+#
+#   - encode: `tvs compress FT --bits B` and `tvs import FT --lossy --bits B`,
+#     in MB/s of delta input (the fine-tune's bytes) per core of CPU time,
+#     next to `zstd -3 -T1` compressing the same file;
+#   - decode: `tvs materialize "base + lossy" -o -` in GB/s of output per core,
+#     next to the base alone and memcpy of the same bytes.
+#
+#   tests/bench/bench_lossy_speed.sh          (SCRATCH, SIZE, BITS="2 1", KEEP=1)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+SCRATCH=${SCRATCH:-/tmp/tvs-bench-lossy-speed}
+SIZE=${SIZE:-1g}
+BITS=${BITS:-"2 1"}
+BUILD=$ROOT/build-rel
+TVS=$BUILD/cli/tvs
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DTVS_TESTS=OFF >/dev/null
+cmake --build "$BUILD" -j >/dev/null
+mkdir -p "$SCRATCH"
+[ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$SCRATCH"' EXIT
+cc -O2 -o "$SCRATCH/gen_model" tests/bench/gen_model.c -lm
+cc -O2 -o "$SCRATCH/memcpy_speed" tests/bench/memcpy_speed.c
+[ -f "$SCRATCH/base.safetensors" ] ||
+  "$SCRATCH/gen_model" "$SCRATCH/base.safetensors" --bytes "$SIZE" --seed 1 >/dev/null
+[ -f "$SCRATCH/ft.safetensors" ] ||
+  "$SCRATCH/gen_model" "$SCRATCH/ft.safetensors" --delta-of "$SCRATCH/base.safetensors" \
+    --scale 0.0016 --frac 1 --seed 2 --additive >/dev/null
+bytes=$(stat -c %s "$SCRATCH/ft.safetensors")
+export TVS_STORE=$SCRATCH/store
+rm -rf "$TVS_STORE"
+$TVS init "$TVS_STORE" >/dev/null
+$TVS import "$SCRATCH/base.safetensors" --as base >/dev/null
+$TVS import "$SCRATCH/ft.safetensors" --base base --as ft >/dev/null
+cat "$SCRATCH/ft.safetensors" "$SCRATCH/base.safetensors" > /dev/null   # page cache
+
+# CPU seconds (user + sys) of a command
+cpu() { /usr/bin/time -f "%U %S" -o "$SCRATCH/t" "$@" > /dev/null 2>&1
+        awk '{print $1 + $2}' "$SCRATCH/t"; }
+rate() { awk -v b="$1" -v s="$2" -v u="$3" 'BEGIN { printf "%.0f", b / s / u }'; }
+
+z=$(cpu zstd -3 -T1 -c "$SCRATCH/ft.safetensors")
+mem=$("$SCRATCH/memcpy_speed" | awk '{print $2}')
+printf "| what | CPU s | per core | baseline in the same run |\n|---|--:|--:|---|\n"
+printf "| zstd -3 -T1 of the fine-tune | %s | %s MB/s | |\n" "$z" "$(rate "$bytes" "$z" 1e6)"
+base_s=$(cpu $TVS materialize base -o - --threads 1)
+for b in $BITS; do
+  c=$(cpu $TVS compress ft --as "ft-b$b" --bits "$b" --threads 1)
+  i=$(cpu $TVS import "$SCRATCH/ft.safetensors" --base base --lossy --bits "$b" \
+      --as "ft-i$b" --threads 1)
+  d=$(cpu $TVS materialize "base + ft-b$b" -o - --threads 1)
+  printf "| compress --bits %s | %s | %s MB/s | %.2fx zstd -3 |\n" "$b" "$c" \
+    "$(rate "$bytes" "$c" 1e6)" "$(echo "$z / $c" | bc -l)"
+  printf "| import --lossy --bits %s | %s | %s MB/s | %.2fx zstd -3 |\n" "$b" "$i" \
+    "$(rate "$bytes" "$i" 1e6)" "$(echo "$z / $i" | bc -l)"
+  printf "| materialize base + ft-b%s | %s | %s MB/s | memcpy %s MB/s |\n" "$b" "$d" \
+    "$(rate "$bytes" "$d" 1e6)" "$mem"
+  printf "| ... of which the lossy decode | %s | %s MB/s | |\n" "$(echo "$d - $base_s" | bc)" \
+    "$(rate "$bytes" "$(echo "$d - $base_s" | bc)" 1e6)"
+done
+printf "| materialize base | %s | %s MB/s | |\n" "$base_s" "$(rate "$bytes" "$base_s" 1e6)"
