@@ -544,8 +544,13 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
             x->p.cols = cols;
             x->p.rank = lr_rank[i];
             x->p.factor_dtype = TVS_DTYPE_BF16;
-            x->rate = TVS__LUNIT_HDR + bytes;
-            x->dist = lr_rest[i] * u->norm2;
+            /* the probe sees a few rows only: fit the factors on the whole unit and
+             * measure (a matrix with a long spectral tail hides it from 32 rows) */
+            size_t got;
+            if ((rc = roundtrip(w, &got, &x->p, w->d, w->dhat, n)))
+                return rc;
+            x->rate = TVS__LUNIT_HDR + (double)got;
+            x->dist = sq_dist(w->d, w->dhat, n);
         }
         qsort(u->cand, u->n_cand, sizeof *u->cand, cand_cmp);
     }
