@@ -1289,14 +1289,12 @@ static int run(tvs_import_result *res, tvs_store *s, imp *m, const char *ref,
                 goto out;
     }
     /*
-     * --bits: the rates chosen by are estimates; if the chunks come out over
+     * --bits: the rates chosen are estimates; if the chunks come out over
      * the budget, allocate again with less (the first pass's chunks are left
      * for gc) -- rare, since the estimates lean high.
      */
+    double cut = 0;
     for (int pass = 0;; pass++) {
-        static double cut;
-        if (pass == 0)
-            cut = 0;
         if ((rc = lossy_choose(m, cut, pass > 0)))
             goto out;
         m->own = 0;
