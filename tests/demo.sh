@@ -2,7 +2,8 @@
 # The main job on data that ships in the repository: import a small base
 # model, and a fine-tune of it as a lossless delta; show what is stored and
 # the lineage; export both and materialize "base + fine-tune", checking that
-# each comes back byte-identical; merge the two; check the store. Usage:
+# each comes back byte-identical; merge the two; store the fine-tune again at
+# 2 bits per parameter (lossy) and materialize it; check the store. Usage:
 #   tests/demo.sh [BUILD_DIR]      (default: build)
 set -eu
 cd "$(dirname "$0")/.."
@@ -27,6 +28,11 @@ cmp "$WORK/ft-math.safetensors" "$DATA/ft-math.safetensors"
 cmp "$WORK/sum.safetensors" "$DATA/ft-math.safetensors"
 "$TVS" explain "demo/base-v1 + 0.5*demo/ft-math" | head -12
 "$TVS" materialize "demo/base-v1 + 0.5*demo/ft-math" -o "$WORK/half.safetensors"
+"$TVS" compress demo/ft-math --as demo/ft-math-2bit --bits 2
+"$TVS" show demo/ft-math-2bit --units | tail -n 4
+"$TVS" materialize "demo/base-v1 + demo/ft-math-2bit" -o "$WORK/lossy.safetensors"
+"$TVS" stats | tail -n 4
 "$TVS" fsck
 set +x
-echo "demo: both models and 'base + fine-tune' came back byte-identical; fsck clean"
+echo "demo: both models and 'base + fine-tune' came back byte-identical; a 2-bit copy of the"
+echo "fine-tune decodes; fsck clean"
