@@ -18,24 +18,6 @@
 static char *dir, *env_store, *p_base, *p_ft, *p_other;
 static const char *env[2];
 
-/* The fine-tune: every 7th BF16 element of the base one ulp up. */
-static void write_ft(const char *from, const char *to, int step, uint64_t seed)
-{
-    size_t len;
-    uint8_t *b = tt_read_file(from, &len);
-    cr_assert_not_null(b);
-    size_t data0 = 8 + (size_t)tvs_load_le64(b);
-    uint64_t st = seed;
-    for (size_t i = data0; i + 2 <= len; i += 2 * (size_t)step) {
-        uint16_t v = (uint16_t)(b[i] | b[i + 1] << 8);
-        if ((v & 0x7fff) > 8 && (v & 0x7fff) < 0x7f00)
-            v = (uint16_t)(v + 1 + (tt_lcg(&st) & 1));
-        b[i] = (uint8_t)v;
-        b[i + 1] = (uint8_t)(v >> 8);
-    }
-    cr_assert_eq(tt_write_file(to, b, len), 0);
-    free(b);
-}
 
 static void setup(void)
 {
@@ -52,7 +34,7 @@ static void setup(void)
                       { "layers.0.weight", "BF16", 2, { 256, 256 } },
                       { "layers.0.norm", "BF16", 1, { 256 } } };
     cr_assert_eq(tt_write_st_weights(p_base, t, 3, "{\"format\":\"pt\"}", 1), 0);
-    write_ft(p_base, p_ft, 7, 2);
+    tt_write_ft(p_base, p_ft, 7, 2);
     tt_tensor o[] = { { "unrelated.weight", "BF16", 2, { 128, 128 } } };
     cr_assert_eq(tt_write_st_weights(p_other, o, 1, NULL, 3), 0);
 }
@@ -72,22 +54,9 @@ TestSuite(lineage_cli, .init = setup, .fini = teardown, .timeout = 60);
 
 /* ---- helpers */
 
-#define MAX_ARGS 16
-
 static tt_run vrun(int must_succeed, const char *first, va_list ap)
 {
-    const char *argv[MAX_ARGS + 1];
-    size_t n = 0;
-    for (const char *a = first; a && n < MAX_ARGS; a = va_arg(ap, const char *))
-        argv[n++] = a;
-    argv[n] = NULL;
-    tt_run r;
-    cr_assert_eq(tt_tvs(&r, env, NULL, argv), 0, "cannot run %s", TVS_BIN);
-    cr_assert_eq(r.sig, 0, "tvs %s died of signal %d: %s", first, r.sig, r.err);
-    if (must_succeed)
-        cr_assert_eq(r.code, 0, "tvs %s exited %d\nstdout: %s\nstderr: %s", first, r.code,
-                     r.out, r.err);
-    return r;
+    return tt_cli_va(env, must_succeed, first, ap);
 }
 
 static tt_run run_(const char *first, ...)
@@ -167,7 +136,7 @@ static void short_id(char out[13], const char *ref)
 static void populate(void)
 {
     char *p_ft2 = tt_join(dir, "ft2.safetensors");
-    write_ft(p_ft, p_ft2, 11, 4);
+    tt_write_ft(p_ft, p_ft2, 11, 4);
     ok("import", p_base, "--as", "base");
     ok("import", p_ft, "--as", "ft", "--base", "base");
     ok("import", p_ft2, "--as", "ft2", "--base", "ft");
@@ -433,8 +402,8 @@ Test(lineage_cli, backup_imports_each_checkpoint_and_prints_a_line_for_it)
     char *cdir = tt_join(dir, "ckpts");
     cr_assert_eq(tt_mkdirs(cdir), 0);
     char *c0 = tt_join(cdir, "step-0.safetensors"), *c1 = tt_join(cdir, "step-1.safetensors");
-    write_ft(p_base, c0, 5, 10);
-    write_ft(c0, c1, 9, 11);
+    tt_write_ft(p_base, c0, 5, 10);
+    tt_write_ft(c0, c1, 9, 11);
     ok("import", p_base, "--as", "base");
     tt_run r = run_ok("backup", cdir, "--as", "run", "--base", "base", "--max-chain", "3");
     cr_assert_eq(tt_count_lines(r.out), 2, "%s", r.out);
@@ -479,7 +448,7 @@ Test(lineage_cli, backup_max_chain_0_or_not_a_number_exits_2)
     char *cdir = tt_join(dir, "ckpts");
     cr_assert_eq(tt_mkdirs(cdir), 0);
     char *c0 = tt_join(cdir, "step-0.safetensors");
-    write_ft(p_base, c0, 5, 10);
+    tt_write_ft(p_base, c0, 5, 10);
     const char *bad[] = { "0", "abc", "" };
     int code[3];
     for (size_t i = 0; i < 3; i++) {

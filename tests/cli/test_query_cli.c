@@ -18,24 +18,6 @@
 static char *dir, *env_store, *p_base, *p_ft, *p_b2, *p_u;
 static const char *env[2];
 
-/* A fine-tune: every @p step-th BF16 element of the data region one or two ulps up. */
-static void write_ft(const char *from, const char *to, int step, uint64_t seed)
-{
-    size_t len;
-    uint8_t *b = tt_read_file(from, &len);
-    cr_assert_not_null(b);
-    size_t data0 = 8 + (size_t)tvs_load_le64(b);
-    uint64_t st = seed;
-    for (size_t i = data0; i + 2 <= len; i += 2 * (size_t)step) {
-        uint16_t v = (uint16_t)(b[i] | b[i + 1] << 8);
-        if ((v & 0x7fff) > 8 && (v & 0x7fff) < 0x7f00)
-            v = (uint16_t)(v + 1 + (tt_lcg(&st) & 1));
-        b[i] = (uint8_t)v;
-        b[i + 1] = (uint8_t)(v >> 8);
-    }
-    cr_assert_eq(tt_write_file(to, b, len), 0);
-    free(b);
-}
 
 static void setup(void)
 {
@@ -55,8 +37,8 @@ static void setup(void)
                       { "model.norm", "BF16", 1, { 128 } } };
     cr_assert_eq(tt_write_st_weights(p_base, t, 4, "{\"format\":\"pt\"}", 1), 0);
     cr_assert_eq(tt_write_st_weights(p_u, t, 4, "{\"format\":\"pt\"}", 9), 0);
-    write_ft(p_base, p_ft, 7, 2);
-    write_ft(p_base, p_b2, 3, 5);
+    tt_write_ft(p_base, p_ft, 7, 2);
+    tt_write_ft(p_base, p_b2, 3, 5);
 }
 
 static void teardown(void)
@@ -75,19 +57,9 @@ TestSuite(query_cli, .init = setup, .fini = teardown, .timeout = 120);
 
 /* ---- running tvs */
 
-#define MAX_ARGS 24
-
 static tt_run vrun(const char *first, va_list ap)
 {
-    const char *argv[MAX_ARGS + 1];
-    size_t n = 0;
-    for (const char *a = first; a && n < MAX_ARGS; a = va_arg(ap, const char *))
-        argv[n++] = a;
-    argv[n] = NULL;
-    tt_run r;
-    cr_assert_eq(tt_tvs(&r, env, NULL, argv), 0, "cannot run %s", TVS_BIN);
-    cr_assert_eq(r.sig, 0, "tvs %s died of signal %d: %s", first, r.sig, r.err);
-    return r;
+    return tt_cli_va(env, 0, first, ap);
 }
 
 static tt_run run_(const char *first, ...)

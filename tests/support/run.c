@@ -155,3 +155,19 @@ int tt_count_lines(const char *s)
         n += *s == '\n';
     return n;
 }
+
+tt_run tt_cli_va(const char *const *env, int must_succeed, const char *first, va_list ap)
+{
+    const char *argv[MAX_ARGS + 1];
+    size_t n = 0;
+    for (const char *a = first; a && n < MAX_ARGS; a = va_arg(ap, const char *))
+        argv[n++] = a;
+    argv[n] = NULL;
+    tt_run r;
+    cr_assert_eq(tt_tvs(&r, env, NULL, argv), 0, "cannot run %s", TVS_BIN);
+    cr_assert_eq(r.sig, 0, "tvs %s died of signal %d: %s", first, r.sig, r.err);
+    if (must_succeed)
+        cr_assert_eq(r.code, 0, "tvs %s exited %d\nstdout: %s\nstderr: %s", first, r.code,
+                     r.out, r.err);
+    return r;
+}

@@ -126,3 +126,21 @@ int tt_write_st_weights(const char *path, const tt_tensor *t, size_t n, const ch
 {
     return write_st(path, t, n, meta_json, seed, 1);
 }
+
+void tt_write_ft(const char *from, const char *to, int step, uint64_t seed)
+{
+    size_t len;
+    uint8_t *b = tt_read_file(from, &len);
+    cr_assert_not_null(b);
+    size_t data0 = 8 + (size_t)tvs_load_le64(b);
+    uint64_t st = seed;
+    for (size_t i = data0; i + 2 <= len; i += 2 * (size_t)step) {
+        uint16_t v = (uint16_t)(b[i] | b[i + 1] << 8);
+        if ((v & 0x7fff) > 8 && (v & 0x7fff) < 0x7f00)
+            v = (uint16_t)(v + 1 + (tt_lcg(&st) & 1));
+        b[i] = (uint8_t)v;
+        b[i + 1] = (uint8_t)(v >> 8);
+    }
+    cr_assert_eq(tt_write_file(to, b, len), 0);
+    free(b);
+}

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdarg.h>
 #include <sys/types.h>
 
 #include "engine/store.h"
@@ -125,6 +126,13 @@ int tt_write_st_raw(const char *path, const char *json, const void *data, size_t
 int tt_write_st(const char *path, const tt_tensor *t, size_t n, const char *meta_json,
                 uint64_t seed);
 
+/**
+ * A "fine-tune" of the safetensors file @p from, written to @p to: every
+ * @p step-th BF16 element of the data region moved up one or two ulps
+ * (chosen by @p seed), except zeros, subnormals and values near infinity.
+ * Asserts on I/O failure.
+ */
+void tt_write_ft(const char *from, const char *to, int step, uint64_t seed);
 /** Same, with bytes that look like BF16 weights (tt_fill_bf16): compressible. */
 int tt_write_st_weights(const char *path, const tt_tensor *t, size_t n, const char *meta_json,
                         uint64_t seed);
@@ -150,6 +158,14 @@ int tt_tvs(tt_run *r, const char *const *env, const char *cwd, const char *const
 /** Same, with the arguments listed directly (NULL-terminated). */
 int tt_tvsl(tt_run *r, const char *const *env, const char *cwd, ...);
 void tt_run_dispose(tt_run *r);
+/**
+ * For CLI suites: run TVS_BIN with the arguments from @p first on (a
+ * NULL-terminated list in @p ap, at most 64) under @p env, and return the
+ * result. Unlike the rest of this file it asserts: that the program ran and
+ * was not killed by a signal, and with @p must_succeed that it exited 0
+ * (printing its output otherwise).
+ */
+tt_run tt_cli_va(const char *const *env, int must_succeed, const char *first, va_list ap);
 /** Start TVS_BIN without waiting; its output goes to /dev/null. -1 on failure. */
 pid_t tt_tvs_spawn(const char *const *env, const char *cwd, const char *const *argv);
 /** Number of '\n' in @p s. */
