@@ -19,14 +19,14 @@
 #define TVS__LUNIT 16384u        /* target elements per unit */
 #define TVS__LSAMPLE 4096u       /* elements measured per chunk (all of a smaller one) */
 #define TVS__LRUN 64u            /* ... in evenly spaced runs of this many */
-#define TVS__LCAND_MAX 48
+#define TVS__LCAND_MAX 32       /* the list has at most 30 */
 #define TVS__LUNIT_HDR 17u       /* stored bytes of a unit's header in a lossy chunk */
 #define TVS__LMIN_ELEMS 16u      /* smaller tensors stay lossless */
 
 typedef struct {
     tvs_lossy_params p;
-    double rate;                 /* estimated stored bytes, unit header included */
-    double dist;                 /* estimated squared error of the delta */
+    float rate;                  /* estimated stored bytes, unit header included */
+    float dist;                  /* estimated squared error of the delta */
     uint8_t all_nz;              /* SIGN/SPARSEQ keeping exactly the nonzero entries:
                                     density set from the data measured */
 } tvs__lcand;
