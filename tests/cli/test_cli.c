@@ -59,31 +59,9 @@ TestSuite(cli, .init = setup, .fini = teardown);
 
 /* ---- helpers */
 
-static tt_run vrun(int must_succeed, const char *first, va_list ap)
-{
-    return tt_cli_va(env, must_succeed, first, ap);
-}
-
-/* Run tvs with $TVS_STORE set to the test store; NULL-terminated args. */
-static tt_run run(const char *first, ...)
-{
-    va_list ap;
-    va_start(ap, first);
-    tt_run r = vrun(0, first, ap);
-    va_end(ap);
-    return r;
-}
-
-/* The same, and it must exit 0. */
-static tt_run run_ok_(const char *first, ...)
-{
-    va_list ap;
-    va_start(ap, first);
-    tt_run r = vrun(1, first, ap);
-    va_end(ap);
-    return r;
-}
-#define run_ok(...) run_ok_(__VA_ARGS__, NULL)
+/* Run tvs with $TVS_STORE set to the test store (run_ok: it must exit 0). */
+#define run(...) tt_cli(env, 0, __VA_ARGS__, NULL)
+#define run_ok(...) tt_cli(env, 1, __VA_ARGS__, NULL)
 
 static void done(tt_run *r) { tt_run_dispose(r); }
 

@@ -54,42 +54,12 @@ TestSuite(lineage_cli, .init = setup, .fini = teardown, .timeout = 60);
 
 /* ---- helpers */
 
-static tt_run vrun(int must_succeed, const char *first, va_list ap)
-{
-    return tt_cli_va(env, must_succeed, first, ap);
-}
-
-static tt_run run_(const char *first, ...)
-{
-    va_list ap;
-    va_start(ap, first);
-    tt_run r = vrun(0, first, ap);
-    va_end(ap);
-    return r;
-}
-#define run(...) run_(__VA_ARGS__, NULL)
-
-static tt_run run_ok_(const char *first, ...)
-{
-    va_list ap;
-    va_start(ap, first);
-    tt_run r = vrun(1, first, ap);
-    va_end(ap);
-    return r;
-}
-#define run_ok(...) run_ok_(__VA_ARGS__, NULL)
+#define run(...) tt_cli(env, 0, __VA_ARGS__, NULL)
+#define run_ok(...) tt_cli(env, 1, __VA_ARGS__, NULL)
 
 static void done(tt_run *r) { tt_run_dispose(r); }
 
-static void run_quiet(const char *first, ...)
-{
-    va_list ap;
-    va_start(ap, first);
-    tt_run r = vrun(1, first, ap);
-    va_end(ap);
-    done(&r);
-}
-#define ok(...) run_quiet(__VA_ARGS__, NULL)
+#define ok(...) tt_cli_quiet(env, __VA_ARGS__, NULL)
 
 /* The line of @p out that contains @p needle (a copy, or NULL). */
 static char *line_with(const char *out, const char *needle, int *index)

@@ -43,30 +43,8 @@ TestSuite(lossy_cli, .init = setup, .fini = teardown, .timeout = 240);
 
 /* ---- running tvs */
 
-static tt_run vrun(int must_succeed, const char *first, va_list ap)
-{
-    return tt_cli_va(env, must_succeed, first, ap);
-}
-
-static tt_run run_(const char *first, ...)
-{
-    va_list ap;
-    va_start(ap, first);
-    tt_run r = vrun(0, first, ap);
-    va_end(ap);
-    return r;
-}
-#define run(...) run_(__VA_ARGS__, NULL)
-
-static void ok_(const char *first, ...)
-{
-    va_list ap;
-    va_start(ap, first);
-    tt_run r = vrun(1, first, ap);
-    va_end(ap);
-    tt_run_dispose(&r);
-}
-#define ok(...) ok_(__VA_ARGS__, NULL)
+#define run(...) tt_cli(env, 0, __VA_ARGS__, NULL)
+#define ok(...) tt_cli_quiet(env, __VA_ARGS__, NULL)
 
 /* The command fails with a message containing @p needle on stderr. */
 #define refused(needle, ...)                                                          \
@@ -81,7 +59,7 @@ static json_t *run_json_(const char *first, ...)
 {
     va_list ap;
     va_start(ap, first);
-    tt_run r = vrun(1, first, ap);
+    tt_run r = tt_cli_va(env, 1, first, ap);
     va_end(ap);
     json_error_t e;
     json_t *j = json_loads(r.out, 0, &e);

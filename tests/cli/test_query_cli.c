@@ -57,32 +57,8 @@ TestSuite(query_cli, .init = setup, .fini = teardown, .timeout = 120);
 
 /* ---- running tvs */
 
-static tt_run vrun(const char *first, va_list ap)
-{
-    return tt_cli_va(env, 0, first, ap);
-}
-
-static tt_run run_(const char *first, ...)
-{
-    va_list ap;
-    va_start(ap, first);
-    tt_run r = vrun(first, ap);
-    va_end(ap);
-    return r;
-}
-#define run(...) run_(__VA_ARGS__, NULL)
-
-static void ok_(const char *first, ...)
-{
-    va_list ap;
-    va_start(ap, first);
-    tt_run r = vrun(first, ap);
-    va_end(ap);
-    cr_assert_eq(r.code, 0, "tvs %s exited %d\nstdout: %s\nstderr: %s", first, r.code, r.out,
-                 r.err);
-    tt_run_dispose(&r);
-}
-#define ok(...) ok_(__VA_ARGS__, NULL)
+#define run(...) tt_cli(env, 0, __VA_ARGS__, NULL)
+#define ok(...) tt_cli_quiet(env, __VA_ARGS__, NULL)
 
 static void import_models(void)
 {

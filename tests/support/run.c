@@ -171,3 +171,21 @@ tt_run tt_cli_va(const char *const *env, int must_succeed, const char *first, va
                      r.out, r.err);
     return r;
 }
+
+tt_run tt_cli(const char *const *env, int must_succeed, const char *first, ...)
+{
+    va_list ap;
+    va_start(ap, first);
+    tt_run r = tt_cli_va(env, must_succeed, first, ap);
+    va_end(ap);
+    return r;
+}
+
+void tt_cli_quiet(const char *const *env, const char *first, ...)
+{
+    va_list ap;
+    va_start(ap, first);
+    tt_run r = tt_cli_va(env, 1, first, ap);
+    va_end(ap);
+    tt_run_dispose(&r);
+}

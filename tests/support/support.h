@@ -166,6 +166,10 @@ void tt_run_dispose(tt_run *r);
  * (printing its output otherwise).
  */
 tt_run tt_cli_va(const char *const *env, int must_succeed, const char *first, va_list ap);
+/** tt_cli_va with the arguments listed directly (NULL-terminated). */
+tt_run tt_cli(const char *const *env, int must_succeed, const char *first, ...);
+/** The same, must exit 0; the output is dropped. */
+void tt_cli_quiet(const char *const *env, const char *first, ...);
 /** Start TVS_BIN without waiting; its output goes to /dev/null. -1 on failure. */
 pid_t tt_tvs_spawn(const char *const *env, const char *cwd, const char *const *argv);
 /** Number of '\n' in @p s. */
