@@ -207,12 +207,12 @@ static void candidates(tvs__lunit *u, double nz)
 }
 
 /*
- * Low rank: the spectrum of up to LR_ROWS evenly spaced rows of the unit
- * (their Gram matrix, by cyclic Jacobi). A delta of rank r has the same
- * rank on any rows, so when a few components hold most of the sampled
- * energy, LOWRANK candidates join, their distortion estimated as the
- * energy beyond rank r (scaled to the unit) and their rate computed
- * exactly; the factors are fitted on the whole unit only if one is picked.
+ * Low rank: a cheap probe, the spectrum of up to LR_ROWS of the chunk's
+ * changed rows (their Gram matrix, by cyclic Jacobi). A delta of rank r has
+ * rank <= r on any rows, so when a few components hold nearly all the
+ * sampled energy, LOWRANK candidates join at those ranks -- fitted on the
+ * whole unit and measured, since a long spectral tail can hide from a few
+ * rows.
  */
 #define LR_ROWS 32
 #define LR_COLS 512   /* columns sampled: runs of 64 spread over the row */
@@ -259,10 +259,9 @@ static int dbl_desc(const void *a, const void *b)
 /*
  * The rank r (<= m/2) whose sampled rows leave at most a share @p left of
  * their energy, for the rows [0, rows) of @p d (cols elements each); 0 if
- * none. The residual share is returned in *rest.
+ * none.
  */
-static unsigned lowrank_probe(const float *d, uint32_t rows, uint32_t cols, double left,
-                              double *rest)
+static unsigned lowrank_probe(const float *d, uint32_t rows, uint32_t cols, double left)
 {
     if (rows < 8 || cols < 8)
         return 0;
@@ -315,10 +314,8 @@ static unsigned lowrank_probe(const float *d, uint32_t rows, uint32_t cols, doub
     double left_e = total;
     for (unsigned k = 0; k < m / 2; k++) {
         left_e -= ev[k];
-        if (left_e <= left * total) {
-            *rest = left_e > 0 ? left_e / total : 0;
+        if (left_e <= left * total)
             return k + 1;
-        }
     }
     return 0;
 }
@@ -459,12 +456,11 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
     int rows_ok = cols != 0;
     for (uint32_t k = 0; k < n_units; k++)
         rows_ok &= units[k].cols == cols;
-    double lr_rest[2] = { 0, 0 };
     unsigned lr_rank[2] = { 0, 0 };
     if (rows_ok && nnz) {
         static const double left[2] = { 0.01, 0.0025 };
         for (int i = 0; i < 2; i++)
-            lr_rank[i] = lowrank_probe(w->d, (uint32_t)(n / cols), cols, left[i], &lr_rest[i]);
+            lr_rank[i] = lowrank_probe(w->d, (uint32_t)(n / cols), cols, left[i]);
     }
     if (lr_rank[0] && n_units > 1 && !any_odd) {
         units[0].n = (uint32_t)n;
