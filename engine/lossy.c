@@ -137,9 +137,26 @@ uint32_t tvs__lossy_units(tvs__lunit *u, uint64_t first, size_t n, uint64_t cols
 static const float densities[] = { 1.0f, 0.5f, 0.25f, 0.1f, 0.03f, 0.01f };
 static const float sparse_densities[] = { 0.3f, 0.1f };
 static const uint8_t sparse_bits[] = { 2, 4, 8 };
+/*
+ * Top-k masks that drop nonzero entries are tried only on units that are
+ * mostly zeros already. On a dense delta, dropping its small entries costs
+ * a model far more than their share of the squared error says (measured on
+ * the fine-tunes of ../shared/models), while keeping every entry at a
+ * coarse level costs it little.
+ */
+#define TOPK_MAX_NZ 0.5
+/*
+ * Every other candidate keeps the delta's full length (params.unbiased),
+ * so its error is noise; leaving a changed unit out (ZERO) undoes its part
+ * of the fine-tune, which costs a model several times more per unit of
+ * squared error. The allocation counts it so.
+ */
+#define ZERO_COST 4.0
 
 static void add_nz(tvs__lunit *u, tvs_lossy_params p, int all_nz)
 {
+    /* every lossy codec keeps the delta's full length (see params.unbiased) */
+    p.unbiased = p.codec != TVS_LC_ZERO && p.codec != TVS_LC_VERBATIM;
     if (u->n_cand < TVS__LCAND_MAX) {
         u->cand[u->n_cand].all_nz = (uint8_t)all_nz;
         u->cand[u->n_cand++].p = p;
@@ -166,14 +183,10 @@ static void candidates(tvs__lunit *u, double nz)
         p.codec = TVS_LC_BLOCKQ;
         p.bits = (uint8_t)bits;
         p.block = 64;
+        p.wide = bits >= 2;
         add(u, p);
-        if (bits <= 2) {
+        if (bits <= 3) {
             p.block = 256;
-            add(u, p);
-            p.block = 64;
-        }
-        if (bits >= 2 && bits <= 3) {
-            p.flags = TVS_BQ_CODEBOOK;
             add(u, p);
         }
     }
@@ -181,7 +194,7 @@ static void candidates(tvs__lunit *u, double nz)
     p.codec = TVS_LC_SIGN;
     /* density 1 even with zeros in the delta (they get ±scale): no mask at all */
     for (size_t i = 0; i < sizeof densities / sizeof *densities; i++)
-        if (densities[i] <= nz + 1e-9 || densities[i] == 1.0f) {
+        if (densities[i] == 1.0f || (nz < TOPK_MAX_NZ && densities[i] <= nz + 1e-9)) {
             p.density = densities[i];
             add(u, p);
         }
@@ -191,6 +204,7 @@ static void candidates(tvs__lunit *u, double nz)
     }
     p.codec = TVS_LC_SPARSEQ;
     p.block = 64;
+    p.wide = 1;
     for (size_t b = 0; b < sizeof sparse_bits; b++) {
         p.bits = sparse_bits[b];
         if (nz < 1) {
@@ -199,7 +213,7 @@ static void candidates(tvs__lunit *u, double nz)
         }
         for (size_t i = 0; p.bits < 8 && i < sizeof sparse_densities / sizeof *sparse_densities;
              i++)
-            if (sparse_densities[i] < nz) {
+            if (nz < TOPK_MAX_NZ && sparse_densities[i] < nz) {
                 p.density = sparse_densities[i];
                 add(u, p);
             }
@@ -458,7 +472,7 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
         rows_ok &= units[k].cols == cols;
     unsigned lr_rank[2] = { 0, 0 };
     if (rows_ok && nnz) {
-        static const double left[2] = { 0.01, 0.0025 };
+        static const double left[2] = { 0.0025, 0.001 };
         for (int i = 0; i < 2; i++)
             lr_rank[i] = lowrank_probe(w->d, (uint32_t)(n / cols), cols, left[i]);
     }
@@ -517,7 +531,7 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
             tvs__lcand x = proto.cand[c];
             x.rate = TVS__LUNIT_HDR;
             if (x.p.codec == TVS_LC_ZERO) {
-                x.dist = u->norm2;
+                x.dist = ZERO_COST * u->norm2;
             } else if (x.p.codec == TVS_LC_VERBATIM) {
                 x.rate += (double)u->n * width;
                 x.dist = 0;
@@ -540,6 +554,7 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
             x->p.cols = cols;
             x->p.rank = lr_rank[i];
             x->p.factor_dtype = TVS_DTYPE_BF16;
+            x->p.unbiased = 1;
             /* the probe sees a few rows only: fit the factors on the whole unit and
              * measure (a matrix with a long spectral tail hides it from 32 rows) */
             size_t got;

@@ -19,7 +19,7 @@
 #define TVS__LUNIT 16384u        /* target elements per unit */
 #define TVS__LSAMPLE 4096u       /* elements measured per chunk (all of a smaller one) */
 #define TVS__LRUN 64u            /* ... in evenly spaced runs of this many */
-#define TVS__LCAND_MAX 32       /* the list has at most 30 */
+#define TVS__LCAND_MAX 32       /* the list has at most 29 */
 #define TVS__LUNIT_HDR 17u       /* stored bytes of a unit's header in a lossy chunk */
 #define TVS__LMIN_ELEMS 16u      /* smaller tensors stay lossless */
 

@@ -1354,7 +1354,8 @@ static size_t lr_oversample(size_t r, size_t rows, size_t cols)
     return TVS_MIN(r + 8, TVS_MIN(rows, cols));
 }
 
-size_t tvs_lossy_scratch_size(const tvs_lossy_params *p, size_t n)
+/* The codec's own scratch, 16 bytes of alignment slack included. */
+static size_t codec_scratch(const tvs_lossy_params *p, size_t n)
 {
     size_t k, l;
     switch (p->codec) {
@@ -1374,6 +1375,13 @@ size_t tvs_lossy_scratch_size(const tvs_lossy_params *p, size_t n)
                ALIGN16(l * l * 8) + 2 * ALIGN16(l * 8);
     }
     return 0;
+}
+
+/* ... and after it, room to decode the unit for the scale correction. */
+size_t tvs_lossy_scratch_size(const tvs_lossy_params *p, size_t n)
+{
+    size_t cs = codec_scratch(p, n);
+    return cs && p->unbiased ? cs + ALIGN16(n * 4) : cs;
 }
 
 /* ---- top-k selection and masks */
@@ -1817,6 +1825,7 @@ static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_p
                           float *work)
 {
     const unsigned bits = p->bits, block = p->block;
+    const int wide = p->wide && bits >= 2;
     size_t nb = (m + block - 1) / block;
     f->bits = bits;
     f->block = block;
@@ -1831,7 +1840,7 @@ static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_p
     for (size_t b = 0; b < nb; b++) {
         const float *xb = x + b * block;
         size_t len = TVS_MIN(m - b * block, block);
-        double sum = 0, sq = 0, ab = 0;
+        double sum = 0, sq = 0, ab = 0, mx = 0;
         for (size_t i = 0; i < len; i++)
             sum += xb[i];
         double c = f->zp ? sum / (double)len : 0;
@@ -1839,9 +1848,11 @@ static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_p
             double y = xb[i] - c;
             sq += y * y;
             ab += fabs(y);
+            mx = TVS_MAX(mx, fabs(y));
         }
         double step = bits == 1 ? 2 * ab / (double)len
-                                : gauss_step[bits] * sqrt(sq / (double)len);
+                      : wide   ? mx / ((double)((1u << bits) - 1) * 0.5)
+                               : gauss_step[bits] * sqrt(sq / (double)len);
         f->sc[b] = (float)step;
         f->zs[b] = (float)c;
         top_step = TVS_MAX(top_step, step);
@@ -1871,6 +1882,9 @@ static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_p
             for (size_t i = 0; i < len; i++)
                 ab += fabs((double)(xb[i] * c.inv_mul - c.z));
             bq_q_set(&c, f16round((float)(2 * ab / (double)len)));
+            e = bq_eval(&c, xb, len).err;
+        } else if (wide) {
+            bq_q_set(&c, f16round(step0));
             e = bq_eval(&c, xb, len).err;
         } else {
             bq_fit_block(&c, xb, len, step0, &e);
@@ -2217,6 +2231,36 @@ static int need_cap(size_t need, size_t cap, unsigned codec)
     return 0;
 }
 
+/*
+ * The scale correction (params.unbiased). A least-squares fit shrinks: its
+ * reconstruction r of a delta d has <r, d> = |r|^2 = |d|^2 - |r - d|^2, so
+ * the stored delta is d scaled by alpha = <r, d> / |d|^2 < 1 plus noise
+ * orthogonal to d. A fine-tuned model's loss is far more sensitive to that
+ * shrinkage (it undoes part of the fine-tune, along the very direction
+ * training moved) than to the noise, so the unit's one global scale (SIGN
+ * scale, BLOCKQ mul, LOWRANK scale) is divided by alpha: <r, d> = |d|^2.
+ */
+static int correct_scale(uint8_t *dst, size_t len, size_t at, uint8_t codec, const float *d,
+                         size_t n, float *dec)
+{
+    if (at == SIZE_MAX || at + 4 > len)
+        return 0;   /* ZERO, VERBATIM: nothing to scale */
+    int rc = tvs_lossy_unit_decode(dec, n, codec, (tvs_span){ dst, len });
+    if (rc)
+        return tvs__failctx(rc, "scale correction");
+    double dot = 0, e = 0;
+    for (size_t i = 0; i < n; i++) {
+        dot += (double)dec[i] * d[i];
+        e += (double)d[i] * d[i];
+    }
+    if (!(dot > 0) || !(e > 0))
+        return 0;
+    float s = u2f(tvs_load_le32(dst + at)), t = (float)((double)s * e / dot);
+    if (isfinite(t) && t != 0)
+        tvs_store_le32(dst + at, f2u(t));
+    return 0;
+}
+
 int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_lossy_params *p,
                           const float *d, const uint8_t *ft, tvs_dtype dt, size_t n,
                           void *scratch)
@@ -2241,7 +2285,7 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
             if (!finite32(f2u(d[i])))
                 return tvs__fail(TVS_EINVAL, "delta element %zu is not finite", i);
     carve cv = { (uint8_t *)ALIGN16((uintptr_t)scratch) };
-    size_t need, k = tvs_lossy_keep_count(p->density, n);
+    size_t need, k = tvs_lossy_keep_count(p->density, n), scale_at = SIZE_MAX;
     uint8_t *o = dst;
     bq_fit f;
     switch (p->codec) {
@@ -2250,6 +2294,7 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
         if ((rc = need_cap(need, cap, p->codec)))
             return rc;
         o = bq_write(o, &f, d);
+        scale_at = 4;
         break;
     case TVS_LC_SIGN:
     case TVS_LC_SPARSEQ: {
@@ -2274,6 +2319,7 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
         if ((rc = need_cap(need, cap, p->codec)))
             return rc;
         if (p->codec == TVS_LC_SIGN) {
+            scale_at = 0;
             tvs_store_le32(o, f2u((float)(sum / (double)k)));
             o = mask_write(o + 4, kb, n, k, mc);
             memset(o, 0, ceil8(k));
@@ -2282,6 +2328,7 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
             o += ceil8(k);
         } else {
             o = mask_write(o, kb, n, k, mc);
+            scale_at = (size_t)(o - dst) + 4;
             o = bq_write(o, &f, vals);
         }
         break;
@@ -2292,8 +2339,12 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
             return rc;
         lowrank_encode(o, p, d, scratch);
         o += need;
+        scale_at = 13;
         break;
     }
     *written = (size_t)(o - dst);
-    return 0;
+    if (!p->unbiased)
+        return 0;
+    float *dec = (float *)(ALIGN16((uintptr_t)scratch) + codec_scratch(p, n) - 16);
+    return correct_scale(dst, *written, scale_at, p->codec, d, n, dec);
 }

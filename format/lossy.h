@@ -58,6 +58,15 @@ typedef struct {
     uint8_t bits;           /**< BLOCKQ / SPARSEQ: 1…8 bits per value */
     uint16_t block;         /**< BLOCKQ / SPARSEQ: values per scale, 8…4096 */
     uint8_t flags;          /**< BLOCKQ / SPARSEQ: TVS_BQ_* the encoder may use */
+    uint8_t wide;           /**< BLOCKQ / SPARSEQ, encoder only: each block's step
+                                 puts its largest |value| on the outer level (no
+                                 clipping; the rare outer levels entropy-code
+                                 cheaply) instead of least squares; bits >= 2 */
+    uint8_t unbiased;       /**< SIGN / BLOCKQ / SPARSEQ / LOWRANK, encoder only: the
+                                 unit's global scale is divided by <r, d> / |d|^2
+                                 (r: the reconstruction), so the stored delta keeps
+                                 the full length along d instead of the least-squares
+                                 shrinkage; see tvs_lossy_unit_encode */
     float density;          /**< SIGN / SPARSEQ: fraction of entries kept, (0, 1];
                                  the kept set is every entry with |d| ≥ a threshold
                                  (ties resolved by index, lowest first) */

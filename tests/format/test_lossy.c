@@ -135,6 +135,102 @@ Test(lossy, blockq_on_gaussian_data_meets_the_error_bound_of_each_width)
     free(d);
 }
 
+static double dot_ratio(const float *d, const float *r, size_t n)
+{
+    double dot = 0, e = 0;
+    for (size_t i = 0; i < n; i++) {
+        dot += (double)r[i] * d[i];
+        e += (double)d[i] * d[i];
+    }
+    return dot / e;
+}
+
+Test(lossy, unbiased_units_keep_the_full_length_of_the_delta)
+{
+    size_t n = 128 * 128;
+    float *d = malloc(n * sizeof *d);
+    fill_gauss(d, n, 0.01, 21);
+    tvs_lossy_params ps[] = {
+        { .codec = TVS_LC_SIGN, .density = 1.0f },
+        { .codec = TVS_LC_SIGN, .density = 0.25f },
+        bq(1, 64, 0), bq(2, 64, 0), bq(2, 256, TVS_BQ_ZERO), bq(3, 64, TVS_BQ_CODEBOOK),
+        { .codec = TVS_LC_SPARSEQ, .bits = 2, .block = 64, .density = 0.5f },
+        { .codec = TVS_LC_LOWRANK, .rows = 128, .cols = 128, .rank = 8,
+          .factor_dtype = TVS_DTYPE_BF16 },
+    };
+    for (size_t t = 0; t < sizeof ps / sizeof *ps; t++) {
+        tvs_lossy_params p = ps[t];
+        float *r = round_trip(&p, d, n, NULL);
+        double a = dot_ratio(d, r, n), e = rel_mse(d, r, n);
+        /* least squares shrinks: <r, d> = |r|^2 = (1 - err) |d|^2 */
+        cr_assert_lt(a, 0.995, "case %zu: least squares kept %.4f of the length", t, a);
+        cr_assert(fabs(a - (1 - e)) < 0.02, "case %zu: <r,d> %.4f, 1 - err %.4f", t, a, 1 - e);
+        free(r);
+        p.unbiased = 1;
+        size_t lu;
+        r = round_trip(&p, d, n, &lu);
+        a = dot_ratio(d, r, n);
+        cr_assert(fabs(a - 1) < 1e-4, "case %zu: unbiased unit kept %.6f of the length", t, a);
+        /* the error left is orthogonal to d: err = 1/alpha - 1 */
+        double eu = rel_mse(d, r, n);
+        cr_assert(fabs(eu - e / (1 - e)) < 0.02 * (1 + eu), "case %zu: err %.4f vs %.4f", t,
+                  eu, e / (1 - e));
+        free(r);
+    }
+    /* an all-zero delta stays all zero */
+    memset(d, 0, n * sizeof *d);
+    tvs_lossy_params p = bq(2, 64, 0);
+    p.unbiased = 1;
+    float *r = round_trip(&p, d, n, NULL);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(r[i], 0.0f);
+    free(r);
+    free(d);
+}
+
+Test(lossy, wide_steps_clip_nothing_and_make_outer_levels_rare)
+{
+    size_t n = 1 << 15;
+    float *d = malloc(n * sizeof *d);
+    fill_gauss(d, n, 0.01, 22);
+    for (unsigned bits = 2; bits <= 4; bits++)
+        for (unsigned block = 64; block <= 256; block *= 4) {
+            tvs_lossy_params p = bq(bits, block, 0);
+            p.wide = 1;
+            size_t len;
+            uint8_t *e = enc(&len, &p, d, n);
+            float *r = dec(e, len, p.codec, n);
+            /* each block's largest |d| lands on an outer level (f16 step rounding) */
+            for (size_t b = 0; b < n / block; b++) {
+                float mx = 0, mr = 0;
+                for (size_t i = b * block; i < (b + 1) * block; i++) {
+                    mx = fmaxf(mx, fabsf(d[i]));
+                    mr = fmaxf(mr, fabsf(r[i]));
+                }
+                cr_assert(fabsf(mr - mx) <= 2e-3f * mx, "%u bits, block %zu: max %g vs %g",
+                          bits, b, mr, mx);
+            }
+            /* 2 bits: most indices are the inner levels 1 and 2 */
+            if (bits == 2) {
+                const uint8_t *idx = e + len - n / 4;
+                size_t outer = 0;
+                for (size_t i = 0; i < n; i++) {
+                    unsigned q = (idx[i / 4] >> (2 * (i % 4))) & 3;
+                    outer += q == 0 || q == 3;
+                }
+                cr_assert_lt(outer, n / 6, "block %u: %zu of %zu outer", block, outer, n);
+            }
+            /* wider steps cost squared error (least squares wins there) */
+            tvs_lossy_params pl = bq(bits, block, 0);
+            float *rl = round_trip(&pl, d, n, NULL);
+            cr_assert_gt(rel_mse(d, r, n), rel_mse(d, rl, n));
+            free(rl);
+            free(r);
+            free(e);
+        }
+    free(d);
+}
+
 Test(lossy, blockq_2_and_4_bits_on_gaussian_data_stay_within_the_promised_bounds)
 {
     size_t n = 1 << 16;
