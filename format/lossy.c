@@ -1377,11 +1377,11 @@ static size_t codec_scratch(const tvs_lossy_params *p, size_t n)
     return 0;
 }
 
-/* ... and after it, room to decode the unit for the scale correction. */
+/* ... and after it, room to decode a LOWRANK unit for the scale correction. */
 size_t tvs_lossy_scratch_size(const tvs_lossy_params *p, size_t n)
 {
     size_t cs = codec_scratch(p, n);
-    return cs && p->unbiased ? cs + ALIGN16(n * 4) : cs;
+    return cs && p->unbiased && p->codec == TVS_LC_LOWRANK ? cs + ALIGN16(n * 4) : cs;
 }
 
 /* ---- top-k selection and masks */
@@ -1921,7 +1921,11 @@ static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_p
     return bq_size(m, bits, block, f->zp, 1);
 }
 
-static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x)
+/*
+ * Write the body of @p f for the values @p x. With @p dot, also <r, x> in
+ * f64 for the values r that decoding will give (bq_next's arithmetic).
+ */
+static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x, double *dot)
 {
     const unsigned bits = f->bits, nlev = 1u << bits;
     *o++ = (uint8_t)bits;
@@ -1952,6 +1956,7 @@ static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x)
                f->cb ? thr : NULL, nlev };
     bitw w = { o, 0, 0 };
     uint8_t q[TVS_BQ_MAX_BLOCK];
+    double acc[4] = { 0 };
     for (size_t b = 0; b < f->nb; b++) {
         const float *xb = x + b * f->block;
         size_t len = TVS_MIN(f->m - b * f->block, f->block);
@@ -1971,7 +1976,14 @@ static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x)
         }
         for (size_t i = 0; i < len; i++)
             bw_put(&w, q[i], bits);
+        if (dot) {
+            const float mul = c.mul, sc = c.s, z = c.z;
+            for (size_t i = 0; i < len; i++)
+                acc[i % 4] += (double)(mul * (sc * bq_level(&c, q[i]) + z)) * xb[i];
+        }
     }
+    if (dot)
+        *dot = (acc[0] + acc[1]) + (acc[2] + acc[3]);
     return bw_end(&w);
 }
 
@@ -2231,6 +2243,19 @@ static int need_cap(size_t need, size_t cap, unsigned codec)
     return 0;
 }
 
+/* <a, b> in f64, in independent lanes the compiler can vectorize. */
+static double dot_with(const float *a, const float *b, size_t n)
+{
+    double acc[4] = { 0 };
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (unsigned l = 0; l < 4; l++)
+            acc[l] += (double)a[i + l] * b[i + l];
+    for (; i < n; i++)
+        acc[0] += (double)a[i] * b[i];
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
 /*
  * The scale correction (params.unbiased). A least-squares fit shrinks: its
  * reconstruction r of a delta d has <r, d> = |r|^2 = |d|^2 - |r - d|^2, so
@@ -2238,27 +2263,16 @@ static int need_cap(size_t need, size_t cap, unsigned codec)
  * orthogonal to d. A fine-tuned model's loss is far more sensitive to that
  * shrinkage (it undoes part of the fine-tune, along the very direction
  * training moved) than to the noise, so the unit's one global scale (SIGN
- * scale, BLOCKQ mul, LOWRANK scale) is divided by alpha: <r, d> = |d|^2.
+ * scale, BLOCKQ mul, LOWRANK scale), at @p at, is divided by alpha = @p dot /
+ * @p e (when positive): then <r, d> = |d|^2.
  */
-static int correct_scale(uint8_t *dst, size_t len, size_t at, uint8_t codec, const float *d,
-                         size_t n, float *dec)
+static void rescale(uint8_t *at, double dot, double e)
 {
-    if (at == SIZE_MAX || at + 4 > len)
-        return 0;   /* ZERO, VERBATIM: nothing to scale */
-    int rc = tvs_lossy_unit_decode(dec, n, codec, (tvs_span){ dst, len });
-    if (rc)
-        return tvs__failctx(rc, "scale correction");
-    double dot = 0, e = 0;
-    for (size_t i = 0; i < n; i++) {
-        dot += (double)dec[i] * d[i];
-        e += (double)d[i] * d[i];
-    }
     if (!(dot > 0) || !(e > 0))
-        return 0;
-    float s = u2f(tvs_load_le32(dst + at)), t = (float)((double)s * e / dot);
+        return;
+    float t = (float)((double)u2f(tvs_load_le32(at)) * e / dot);
     if (isfinite(t) && t != 0)
-        tvs_store_le32(dst + at, f2u(t));
-    return 0;
+        tvs_store_le32(at, f2u(t));
 }
 
 int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_lossy_params *p,
@@ -2286,6 +2300,7 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
                 return tvs__fail(TVS_EINVAL, "delta element %zu is not finite", i);
     carve cv = { (uint8_t *)ALIGN16((uintptr_t)scratch) };
     size_t need, k = tvs_lossy_keep_count(p->density, n), scale_at = SIZE_MAX;
+    double dot = 0;   /* <r, d>, r the decoded unit: for params.unbiased */
     uint8_t *o = dst;
     bq_fit f;
     switch (p->codec) {
@@ -2293,8 +2308,8 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
         need = bq_fit_body(&f, d, n, p, take(&cv, bq_scratch(n, p->block)));
         if ((rc = need_cap(need, cap, p->codec)))
             return rc;
-        o = bq_write(o, &f, d);
-        scale_at = 4;
+        o = bq_write(o, &f, d, p->unbiased ? &dot : NULL);
+        scale_at = BQ_HDR - 4;   /* mul */
         break;
     case TVS_LC_SIGN:
     case TVS_LC_SPARSEQ: {
@@ -2319,8 +2334,10 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
         if ((rc = need_cap(need, cap, p->codec)))
             return rc;
         if (p->codec == TVS_LC_SIGN) {
+            float sc = (float)(sum / (double)k);
+            tvs_store_le32(o, f2u(sc));
+            dot = (double)sc * sum;   /* r = ±sc on the kept entries */
             scale_at = 0;
-            tvs_store_le32(o, f2u((float)(sum / (double)k)));
             o = mask_write(o + 4, kb, n, k, mc);
             memset(o, 0, ceil8(k));
             for (size_t t = 0; t < k; t++)
@@ -2328,8 +2345,8 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
             o += ceil8(k);
         } else {
             o = mask_write(o, kb, n, k, mc);
-            scale_at = (size_t)(o - dst) + 4;
-            o = bq_write(o, &f, vals);
+            scale_at = (size_t)(o - dst) + BQ_HDR - 4;
+            o = bq_write(o, &f, vals, p->unbiased ? &dot : NULL);   /* r = 0 elsewhere */
         }
         break;
     }
@@ -2339,12 +2356,17 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
             return rc;
         lowrank_encode(o, p, d, scratch);
         o += need;
-        scale_at = 13;
+        scale_at = LR_HDR - 4;   /* scale */
+        if (p->unbiased) {   /* <r, d> of the product: decode it */
+            float *dec = (float *)(ALIGN16((uintptr_t)scratch) + codec_scratch(p, n) - 16);
+            if ((rc = tvs_lossy_unit_decode(dec, n, p->codec, (tvs_span){ dst, need })))
+                return tvs__failctx(rc, "scale correction");
+            dot = dot_with(dec, d, n);
+        }
         break;
     }
     *written = (size_t)(o - dst);
-    if (!p->unbiased)
-        return 0;
-    float *dec = (float *)(ALIGN16((uintptr_t)scratch) + codec_scratch(p, n) - 16);
-    return correct_scale(dst, *written, scale_at, p->codec, d, n, dec);
+    if (p->unbiased && scale_at != SIZE_MAX)
+        rescale(dst + scale_at, dot, dot_with(d, d, n));
+    return 0;
 }
