@@ -114,37 +114,17 @@ TestSuite(exec, .init = setup, .fini = teardown, .timeout = 120);
 
 /* ---- helpers */
 
-typedef struct {
-    tvs_txn *txn;
-    tvs_plan *p;
-} planned;
-
-static planned plan_of(const char *q, const tvs_plan_opts *o)
+static tt_planned plan_of(const char *q, const tvs_plan_opts *o)
 {
-    planned r;
     tvs_plan_opts d = TVS_PLAN_OPTS_INIT;
     d.threads = 2;
-    tt_ok(tvs_txn_begin(&r.txn, s, TVS_TXN_READ));
-    int rc = tvs_plan_build(&r.p, r.txn, q, o ? o : &d);
-    cr_assert_eq(rc, 0, "planning \"%s\": %d (%s)", q, rc, tvs_errmsg());
-    return r;
-}
-
-static void planned_free(planned *r)
-{
-    tvs_plan_free(r->p);
-    tvs_txn_end(r->txn);
-}
-
-static int sink_buf(void *payload, const uint8_t *p, size_t n)
-{
-    return tvs_buf_append(payload, p, n);
+    return tt_plan_of(s, q, o ? o : &d);
 }
 
 static tvs_buf exec_range(tvs_plan *p, uint64_t off, uint64_t len)
 {
     tvs_buf b = TVS_BUF_INIT;
-    int rc = tvs_plan_exec(p, off, len, sink_buf, &b);
+    int rc = tvs_plan_exec(p, off, len, tt_sink_buf, &b);
     cr_assert_eq(rc, 0, "exec [%llu, +%llu): %d (%s)", (unsigned long long)off,
                  (unsigned long long)len, rc, tvs_errmsg());
     return b;
@@ -152,11 +132,11 @@ static tvs_buf exec_range(tvs_plan *p, uint64_t off, uint64_t len)
 
 static tvs_buf output_of(const char *q, const tvs_plan_opts *o)
 {
-    planned r = plan_of(q, o);
+    tt_planned r = plan_of(q, o);
     tvs_buf b = exec_range(r.p, 0, UINT64_MAX);
     cr_assert_eq(b.len, tvs_plan_size(r.p), "%s: %zu bytes, planned %llu", q, b.len,
                  (unsigned long long)tvs_plan_size(r.p));
-    planned_free(&r);
+    tt_planned_free(&r);
     return b;
 }
 
@@ -194,7 +174,7 @@ static void check_range(tvs_plan *p, const tvs_buf *full, uint64_t off, uint64_t
 
 static void check_ranges(const char *q, int expect_copy)
 {
-    planned r = plan_of(q, NULL);
+    tt_planned r = plan_of(q, NULL);
     cr_assert_eq(tvs_plan_is_copy(r.p), expect_copy, "%s", q);
     tvs_buf full = exec_range(r.p, 0, UINT64_MAX);
     uint64_t size = tvs_plan_size(r.p);
@@ -249,15 +229,15 @@ static void check_ranges(const char *q, int expect_copy)
 
     /* past the end */
     tvs_buf b = TVS_BUF_INIT;
-    cr_assert_eq(tvs_plan_exec(r.p, size + 1, 1, sink_buf, &b), TVS_EINVAL);
-    cr_assert_eq(tvs_plan_exec(r.p, size + 1, 0, sink_buf, &b), TVS_EINVAL);
-    cr_assert_eq(tvs_plan_exec(r.p, UINT64_MAX, UINT64_MAX, sink_buf, &b), TVS_EINVAL);
+    cr_assert_eq(tvs_plan_exec(r.p, size + 1, 1, tt_sink_buf, &b), TVS_EINVAL);
+    cr_assert_eq(tvs_plan_exec(r.p, size + 1, 0, tt_sink_buf, &b), TVS_EINVAL);
+    cr_assert_eq(tvs_plan_exec(r.p, UINT64_MAX, UINT64_MAX, tt_sink_buf, &b), TVS_EINVAL);
     cr_assert_eq(b.len, 0);
     tvs_buf_dispose(&b);
 
     tvs_st_header_dispose(&h);
     tvs_buf_dispose(&full);
-    planned_free(&r);
+    tt_planned_free(&r);
 }
 
 Test(exec, byte_ranges_of_a_computed_query_are_slices_of_its_output)
@@ -280,7 +260,7 @@ Test(exec, a_range_computed_first_gives_the_same_bytes_as_a_fresh_plan)
 {
     const char *q = "B + breadcrumbs(ft, ft2; top=0.05, bottom=0.5) - 0.5*ties(ft2; density=0.2)";
     tvs_buf fresh = output_of(q, NULL);
-    planned r = plan_of(q, NULL);
+    tt_planned r = plan_of(q, NULL);
     tvs_st_header h = parse_output(&fresh, 1);
     long i = tvs_st_find(&h, "model.layers.2.mlp.weight");
     uint64_t off = 8 + h.header_len + h.tensors[i].begin + 100;
@@ -293,12 +273,12 @@ Test(exec, a_range_computed_first_gives_the_same_bytes_as_a_fresh_plan)
     tvs_buf_dispose(&part);
     tvs_buf_dispose(&all);
     tvs_buf_dispose(&fresh);
-    planned_free(&r);
+    tt_planned_free(&r);
 }
 
 Test(exec, a_length_past_the_end_is_clipped_even_when_off_plus_len_overflows)
 {
-    planned r = plan_of("B + 0.5*ft", NULL);
+    tt_planned r = plan_of("B + 0.5*ft", NULL);
     tvs_buf full = exec_range(r.p, 0, UINT64_MAX);
     tvs_buf a = exec_range(r.p, 10, UINT64_MAX - 5);
     tvs_buf b = exec_range(r.p, full.len - 2, UINT64_MAX - 1);
@@ -308,7 +288,7 @@ Test(exec, a_length_past_the_end_is_clipped_even_when_off_plus_len_overflows)
     tvs_buf_dispose(&a);
     tvs_buf_dispose(&b);
     tvs_buf_dispose(&full);
-    planned_free(&r);
+    tt_planned_free(&r);
     cr_assert(same_a, "[10, +2^64-6): %zu bytes, expected bytes 10..%zu of the output", na, n);
     cr_assert(same_b, "[size-2, +2^64-2): %zu bytes, expected the last 2", nb);
 }
@@ -321,7 +301,7 @@ static int sink_fail_after(void *payload, const uint8_t *p, size_t n)
 
 Test(exec, a_sink_error_stops_the_run_and_is_returned)
 {
-    planned r = plan_of("B + 0.5*ft + 0.5*ft2", NULL);
+    tt_planned r = plan_of("B + 0.5*ft + 0.5*ft2", NULL);
     for (int k = 0; k < 4; k++) {
         int left = k;
         cr_assert_eq(tvs_plan_exec(r.p, 0, UINT64_MAX, sink_fail_after, &left), TVS_EIO);
@@ -330,7 +310,7 @@ Test(exec, a_sink_error_stops_the_run_and_is_returned)
     tvs_buf b = exec_range(r.p, 0, UINT64_MAX);
     cr_assert_eq(b.len, tvs_plan_size(r.p));
     tvs_buf_dispose(&b);
-    planned_free(&r);
+    tt_planned_free(&r);
 }
 
 /* ---- base + delta is the fine-tuned file */
@@ -390,10 +370,10 @@ Test(exec, with_a_selection_base_plus_delta_copies_each_tensor_bit_exact)
     tvs_plan_opts o = TVS_PLAN_OPTS_INIT;
     o.tensors = ".";
     o.threads = 2;
-    planned r = plan_of("B + ft", &o);
+    tt_planned r = plan_of("B + ft", &o);
     cr_assert_eq(tvs_plan_is_copy(r.p), 0);
     cr_assert_eq(tvs_plan_tensors(r.p), N_SHAPE);
-    planned_free(&r);
+    tt_planned_free(&r);
     tvs_buf b = output_of("B + ft", &o);
     char *pf = path_of("ft");
     assert_tensors_from(&b, pf);

@@ -209,11 +209,6 @@ TestSuite(merge, .init = setup, .fini = teardown, .timeout = 120);
 
 /* ---- running queries */
 
-static int sink_buf(void *payload, const uint8_t *p, size_t n)
-{
-    return tvs_buf_append(payload, p, n);
-}
-
 static tvs_buf run_q(const char *q, int dtype, int threads)
 {
     tvs_plan_opts o = TVS_PLAN_OPTS_INIT;
@@ -230,7 +225,7 @@ static tvs_buf run_q(const char *q, int dtype, int threads)
         cr_assert_fail("planning \"%.100s\": %d (%s)", q, rc, msg);
     }
     tvs_buf b = TVS_BUF_INIT;
-    rc = tvs_plan_exec(p, 0, UINT64_MAX, sink_buf, &b);
+    rc = tvs_plan_exec(p, 0, UINT64_MAX, tt_sink_buf, &b);
     snprintf(msg, sizeof msg, "%s", tvs_errmsg());
     uint64_t size = tvs_plan_size(p);
     tvs_plan_free(p);

@@ -168,52 +168,32 @@ static int plan_rc(const char *q, const tvs_plan_opts *o)
                      tvs_errmsg(), (int)(code));                                   \
     } while (0)
 
-typedef struct {
-    tvs_txn *txn;
-    tvs_plan *p;
-} planned;
-
-static planned plan_of(const char *q, const tvs_plan_opts *o)
+static tt_planned plan_of(const char *q, const tvs_plan_opts *o)
 {
-    planned r;
     tvs_plan_opts d = opts();
-    tt_ok(tvs_txn_begin(&r.txn, s, TVS_TXN_READ));
-    int rc = tvs_plan_build(&r.p, r.txn, q, o ? o : &d);
-    cr_assert_eq(rc, 0, "\"%s\" returned %d: %s", q, rc, tvs_errmsg());
-    return r;
-}
-
-static void planned_free(planned *r)
-{
-    tvs_plan_free(r->p);
-    tvs_txn_end(r->txn);
-}
-
-static int sink_buf(void *payload, const uint8_t *p, size_t n)
-{
-    return tvs_buf_append(payload, p, n);
+    return tt_plan_of(s, q, o ? o : &d);
 }
 
 /* The whole output of @p q. */
 static tvs_buf output_of(const char *q, const tvs_plan_opts *o, uint64_t *planned_size)
 {
-    planned r = plan_of(q, o);
+    tt_planned r = plan_of(q, o);
     tvs_buf b = TVS_BUF_INIT;
-    tt_ok(tvs_plan_exec(r.p, 0, UINT64_MAX, sink_buf, &b));
+    tt_ok(tvs_plan_exec(r.p, 0, UINT64_MAX, tt_sink_buf, &b));
     if (planned_size)
         *planned_size = tvs_plan_size(r.p);
-    planned_free(&r);
+    tt_planned_free(&r);
     return b;
 }
 
 static char *explain_of(const char *q)
 {
-    planned r = plan_of(q, NULL);
+    tt_planned r = plan_of(q, NULL);
     tvs_buf b = TVS_BUF_INIT;
     tt_ok(tvs_plan_explain(&b, r.p));
     char *t = tt_fmt("%.*s", (int)b.len, (const char *)b.ptr);
     tvs_buf_dispose(&b);
-    planned_free(&r);
+    tt_planned_free(&r);
     return t;
 }
 
@@ -288,9 +268,9 @@ Test(plan, each_query_has_the_type_of_its_result)
         { "B + ties(dB1, dB2)", "full" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        planned r = plan_of(cases[i].q, NULL);
+        tt_planned r = plan_of(cases[i].q, NULL);
         cr_assert_str_eq(tvs_plan_type(r.p), cases[i].type, "%s", cases[i].q);
-        planned_free(&r);
+        tt_planned_free(&r);
     }
 }
 
@@ -363,10 +343,10 @@ Test(plan, a_delta_of_one_base_does_not_apply_to_another)
 
 Test(plan, transfer_moves_a_delta_within_one_lineage)
 {
-    planned r = plan_of("transfer(dB1, onto=B2)", NULL);
+    tt_planned r = plan_of("transfer(dB1, onto=B2)", NULL);
     cr_assert_str_eq(tvs_plan_type(r.p), "full");
     cr_assert_eq(tvs_plan_is_copy(r.p), 0);
-    planned_free(&r);
+    tt_planned_free(&r);
 
     assert_plan_fails("transfer(dB1, onto=U)", TVS_ELINEAGE);
     tt_msg_has("'dB1'");
@@ -520,9 +500,9 @@ Test(plan, base_plus_its_delta_copies_the_fine_tuned_file)
         { "transfer(dB1, onto=B2)", 0 },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        planned r = plan_of(cases[i].q, NULL);
+        tt_planned r = plan_of(cases[i].q, NULL);
         cr_assert_eq(tvs_plan_is_copy(r.p), cases[i].copy, "%s", cases[i].q);
-        planned_free(&r);
+        tt_planned_free(&r);
     }
 }
 
@@ -530,22 +510,22 @@ Test(plan, options_that_change_the_file_turn_a_copy_into_a_rebuilt_file)
 {
     tvs_plan_opts o = opts();
     o.dtype = TVS_DTYPE_F32;
-    planned r = plan_of("B + dB1", &o);
+    tt_planned r = plan_of("B + dB1", &o);
     cr_assert_eq(tvs_plan_is_copy(r.p), 0);
-    planned_free(&r);
+    tt_planned_free(&r);
 
     o = opts();
     o.dtype = TVS_DTYPE_BF16;   /* the stored dtype, but still a new header */
     r = plan_of("B + dB1", &o);
     cr_assert_eq(tvs_plan_is_copy(r.p), 0);
-    planned_free(&r);
+    tt_planned_free(&r);
 
     o = opts();
     o.tensors = "^layers";
     r = plan_of("B + dB1", &o);
     cr_assert_eq(tvs_plan_is_copy(r.p), 0);
     cr_assert_eq(tvs_plan_tensors(r.p), 2);
-    planned_free(&r);
+    tt_planned_free(&r);
 
     o = opts();
     o.layer_lo = 0;
@@ -553,14 +533,14 @@ Test(plan, options_that_change_the_file_turn_a_copy_into_a_rebuilt_file)
     r = plan_of("B + dB1", &o);
     cr_assert_eq(tvs_plan_is_copy(r.p), 0);
     cr_assert_eq(tvs_plan_tensors(r.p), 4);   /* embed, layers.0.w, norm, pos */
-    planned_free(&r);
+    tt_planned_free(&r);
 
     o = opts();
     o.shard_i = 0;
     o.shard_n = 2;
     r = plan_of("B + dB1", &o);
     cr_assert_eq(tvs_plan_is_copy(r.p), 0);
-    planned_free(&r);
+    tt_planned_free(&r);
 }
 
 Test(plan, bad_options_are_einval)
@@ -752,7 +732,7 @@ Test(plan, base_plus_a_fine_tune_that_added_a_tensor_is_a_valid_query)
     int rc = tvs_plan_build(&p, txn, "B + dE", &o);
     cr_assert_eq(rc, 0, "B + dE: %d (%s)", rc, tvs_errmsg());
     tvs_buf b = TVS_BUF_INIT;
-    tt_ok(tvs_plan_exec(p, 0, UINT64_MAX, sink_buf, &b));
+    tt_ok(tvs_plan_exec(p, 0, UINT64_MAX, tt_sink_buf, &b));
     cr_assert_eq(b.len, tvs_plan_size(p));
     tvs_plan_free(p);
     tvs_txn_end(txn);

@@ -22,6 +22,7 @@
 
 #include "engine/store.h"
 #include "format/base.h"
+#include "query/plan.h"
 
 #ifndef TVS_BIN
 #error "TVS_BIN must be defined (path of the tvs binary)"
@@ -212,5 +213,22 @@ int tt_export(tvs_store *s, const char *spec, const char *path);
 /** Id of chunk @p chunk of tensor @p tensor_name of the model @p ref points at. */
 int tt_find_chunk(tvs_id *out, tvs_store *s, const char *ref, const char *tensor_name,
                   uint32_t chunk);
+
+/* ---- queries */
+
+/** A plan and the read transaction it was built in. */
+typedef struct {
+    tvs_txn *txn;
+    tvs_plan *p;
+} tt_planned;
+
+/** Plan @p q on @p s with @p o (asserts that planning succeeds). */
+tt_planned tt_plan_of(tvs_store *s, const char *q, const tvs_plan_opts *o);
+
+/** Free the plan, then end its transaction. */
+void tt_planned_free(tt_planned *r);
+
+/** A tvs_plan_exec sink appending to the tvs_buf @p payload. */
+int tt_sink_buf(void *payload, const uint8_t *p, size_t n);
 
 #endif
