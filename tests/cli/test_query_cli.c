@@ -21,12 +21,7 @@ static const char *env[2];
 
 static void setup(void)
 {
-    dir = tt_mkdtemp();
-    cr_assert_not_null(dir);
-    tt_ok(tvs_store_init(dir));
-    env_store = tt_fmt("TVS_STORE=%s", dir);
-    env[0] = env_store;
-    env[1] = NULL;
+    dir = tt_cli_store(&env_store, env);
     p_base = tt_join(dir, "base.safetensors");
     p_ft = tt_join(dir, "ft.safetensors");
     p_b2 = tt_join(dir, "b2.safetensors");

@@ -189,3 +189,14 @@ void tt_cli_quiet(const char *const *env, const char *first, ...)
     va_end(ap);
     tt_run_dispose(&r);
 }
+
+char *tt_cli_store(char **env_store, const char *env[2])
+{
+    char *dir = tt_mkdtemp();
+    cr_assert_not_null(dir);
+    tt_ok(tvs_store_init(dir));
+    *env_store = tt_fmt("TVS_STORE=%s", dir);
+    env[0] = *env_store;
+    env[1] = NULL;
+    return dir;
+}

@@ -171,6 +171,14 @@ tt_run tt_cli_va(const char *const *env, int must_succeed, const char *first, va
 tt_run tt_cli(const char *const *env, int must_succeed, const char *first, ...);
 /** The same, must exit 0; the output is dropped. */
 void tt_cli_quiet(const char *const *env, const char *first, ...);
+
+/**
+ * For the CLI suites: an initialized store in a new temporary folder, which
+ * is returned; *@p env_store becomes "TVS_STORE=<folder>" (malloc'd) and
+ * @p env that string and a NULL, the environment for tt_cli. Asserts.
+ */
+char *tt_cli_store(char **env_store, const char *env[2]);
+
 /** Start TVS_BIN without waiting; its output goes to /dev/null. -1 on failure. */
 pid_t tt_tvs_spawn(const char *const *env, const char *cwd, const char *const *argv);
 /** Number of '\n' in @p s. */
