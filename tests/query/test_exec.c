@@ -76,15 +76,7 @@ static void derive(const char *from, const char *to, int step, uint64_t seed)
 
 static void import_file(const char *path, const char *ref, const char *base, const char *parent)
 {
-    tvs_import_opts o = TVS_IMPORT_OPTS_INIT;
-    tvs_import_result r;
-    const char *parents[1] = { parent };
-    o.base = base;
-    if (parent) {
-        o.parents = parents;
-        o.n_parents = 1;
-    }
-    tt_ok(tvs_import(&r, s, path, ref, &o));
+    tt_ok(tt_import_with(s, path, ref, base, parent, 0));
 }
 
 static void setup(void)

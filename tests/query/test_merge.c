@@ -166,16 +166,7 @@ static void write_model(int m, const char *name)
 static void import(const char *file, const char *ref, const char *base, const char *parent)
 {
     char *path = tt_fmt("%s/%s.safetensors", dir, file);
-    tvs_import_opts o = TVS_IMPORT_OPTS_INIT;
-    tvs_import_result r;
-    const char *parents[1] = { parent };
-    o.base = base;
-    if (parent) {
-        o.parents = parents;
-        o.n_parents = 1;
-    }
-    o.threads = 1;
-    tt_ok(tvs_import(&r, s, path, ref, &o));
+    tt_ok(tt_import_with(s, path, ref, base, parent, 1));
     free(path);
 }
 

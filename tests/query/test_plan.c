@@ -72,16 +72,7 @@ static void derive(const char *from, const char *to, const char *const *names, i
 static void import(const char *name, const char *base, const char *parent)
 {
     char *p = model_path(name);
-    tvs_import_opts o = TVS_IMPORT_OPTS_INIT;
-    tvs_import_result r;
-    const char *parents[1] = { parent };
-    o.base = base;
-    if (parent) {
-        o.parents = parents;
-        o.n_parents = 1;
-    }
-    o.threads = 1;
-    tt_ok(tvs_import(&r, s, p, name, &o));
+    tt_ok(tt_import_with(s, p, name, base, parent, 1));
     free(p);
 }
 

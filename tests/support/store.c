@@ -205,6 +205,21 @@ int tt_import(tvs_id *out, tvs_store *s, const char *path, const char *ref)
     return rc;
 }
 
+int tt_import_with(tvs_store *s, const char *path, const char *ref, const char *base,
+                   const char *parent, int threads)
+{
+    tvs_import_opts o = TVS_IMPORT_OPTS_INIT;
+    tvs_import_result r;
+    const char *parents[1] = { parent };
+    o.base = base;
+    if (parent) {
+        o.parents = parents;
+        o.n_parents = 1;
+    }
+    o.threads = threads;
+    return tvs_import(&r, s, path, ref, &o);
+}
+
 int tt_export(tvs_store *s, const char *spec, const char *path)
 {
     return tvs_export(s, spec, path, NULL);

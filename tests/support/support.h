@@ -215,6 +215,12 @@ int tt_corrupt_object(const char *dir, const tvs_id *id, long off, uint8_t mask)
 
 /** tvs_import with default options; the new model's id in @p out (may be NULL). */
 int tt_import(tvs_id *out, tvs_store *s, const char *path, const char *ref);
+/**
+ * tvs_import of @p path as @p ref with a base and a lineage parent (either
+ * may be NULL) and @p threads encoder threads (0: online CPUs).
+ */
+int tt_import_with(tvs_store *s, const char *path, const char *ref, const char *base,
+                   const char *parent, int threads);
 /** tvs_export with default options. */
 int tt_export(tvs_store *s, const char *spec, const char *path);
 
