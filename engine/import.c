@@ -1284,9 +1284,13 @@ static int run(tvs_import_result *res, tvs_store *s, imp *m, const char *ref,
             rc = tvs__fail(TVS_ENOMEM, "out of memory");
             goto out;
         }
-        for (int i = 0; i < m->threads; i++)
+        int lrq = (m->bits > 0 && m->bits <= TVS__LRQ_MAX_BITS) ||
+                  m->max_error >= TVS__LRQ_MIN_ERROR;
+        for (int i = 0; i < m->threads; i++) {
             if ((rc = tvs__lworker_new(&m->lw[i])))
                 goto out;
+            tvs__lworker_set_lowrankq(m->lw[i], lrq);
+        }
     }
     /*
      * --bits: the rates chosen are estimates; if the chunks come out over

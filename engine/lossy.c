@@ -14,6 +14,10 @@ struct tvs__lworker {
     size_t enc_cap, scratch_cap;
     uint8_t *elems;                          /* decoded elements of one unit */
     size_t elems_cap;
+    uint8_t *svd_mem;                        /* LOWRANKQ: the unit's triplets */
+    size_t svd_cap;
+    tvs_lossy_svd_t svd;
+    int lrq;                                 /* try LOWRANKQ candidates */
 };
 
 int tvs__lworker_new(tvs__lworker **out)
@@ -21,6 +25,8 @@ int tvs__lworker_new(tvs__lworker **out)
     *out = tvs_calloc(1, sizeof **out);
     return *out ? 0 : tvs__fail(TVS_ENOMEM, "out of memory for the lossy encoder");
 }
+
+void tvs__lworker_set_lowrankq(tvs__lworker *w, int on) { w->lrq = on; }
 
 void tvs__lworker_free(tvs__lworker *w)
 {
@@ -34,6 +40,7 @@ void tvs__lworker_free(tvs__lworker *w)
     tvs_free(w->enc);
     tvs_free(w->scratch);
     tvs_free(w->elems);
+    tvs_free(w->svd_mem);
     tvs_free(w);
 }
 
@@ -271,11 +278,12 @@ static int dbl_desc(const void *a, const void *b)
 }
 
 /*
- * The rank r (<= m/2) whose sampled rows leave at most a share @p left of
- * their energy, for the rows [0, rows) of @p d (cols elements each); 0 if
- * none.
+ * The spectrum of up to LR_ROWS of the changed rows [0, rows) of @p d (cols
+ * elements each): their Gram matrix's eigenvalues, descending, into @p ev;
+ * returns how many (0 when too few rows changed), with their sum in @p total.
  */
-static unsigned lowrank_probe(const float *d, uint32_t rows, uint32_t cols, double left)
+static unsigned probe_spectrum(const float *d, uint32_t rows, uint32_t cols, double *ev,
+                               double *total)
 {
     if (rows < 8 || cols < 8)
         return 0;
@@ -294,7 +302,7 @@ static unsigned lowrank_probe(const float *d, uint32_t rows, uint32_t cols, doub
     if (n_live < 8)
         return 0;
     unsigned m = n_live < LR_ROWS ? n_live : LR_ROWS;
-    double g[LR_ROWS * LR_ROWS], ev[LR_ROWS];
+    double g[LR_ROWS * LR_ROWS];
     static _Thread_local float r[LR_ROWS][LR_COLS];
     uint32_t nc = cols < LR_COLS ? cols : LR_COLS, runs = nc / 64;
     for (unsigned i = 0; i < m; i++) {
@@ -318,13 +326,20 @@ static unsigned lowrank_probe(const float *d, uint32_t rows, uint32_t cols, doub
                 acc[0] += (double)r[i][k] * r[j][k];
             g[i * m + j] = g[j * m + i] = acc[0] + acc[1] + acc[2] + acc[3];
         }
-    double total = 0;
+    *total = 0;
     for (unsigned i = 0; i < m; i++)
-        total += g[i * m + i];
-    if (total <= 0)
+        *total += g[i * m + i];
+    if (*total <= 0)
         return 0;
     jacobi_eigenvalues(g, m, ev);
     qsort(ev, m, sizeof *ev, dbl_desc);
+    return m;
+}
+
+/* The rank r (<= m/2) whose sampled rows leave at most a share @p left of
+ * their energy; 0 if none. */
+static unsigned lowrank_rank(const double *ev, unsigned m, double total, double left)
+{
     double left_e = total;
     for (unsigned k = 0; k < m / 2; k++) {
         left_e -= ev[k];
@@ -332,6 +347,28 @@ static unsigned lowrank_probe(const float *d, uint32_t rows, uint32_t cols, doub
             return k + 1;
     }
     return 0;
+}
+
+/*
+ * LOWRANKQ (mixed-precision low rank, the way Delta-CoMe stores deltas):
+ * tried on a chunk of whole rows when the probe's top quarter of
+ * components holds at least LRQ_MIN_SHARE of the sampled energy (a flat,
+ * noise-like spectrum gives about 0.4 on 32 rows), at these rates (bits
+ * per element), with at most LRQ_K triplets.
+ */
+#define LRQ_MIN_SHARE 0.55
+#define LRQ_K 96u
+static const float lrq_rates[] = { 0.125f, 0.25f, 0.5f, 0.75f, 1.0f, 1.5f, 2.0f };
+
+/* The triplets of @p d (rows x cols) into w->svd. */
+static int unit_svd(tvs__lworker *w, const float *d, uint32_t rows, uint32_t cols)
+{
+    uint32_t k = TVS_MIN(TVS_MIN(rows, cols), LRQ_K);
+    size_t fit = (size_t)rows * cols / ((size_t)rows + cols);
+    k = (uint32_t)TVS_MAX(1, TVS_MIN(k, fit));
+    size_t need = tvs_lossy_svd_size(rows, cols, k);
+    int rc = grow((void **)&w->svd_mem, &w->svd_cap, need);
+    return rc ? rc : tvs_lossy_svd(&w->svd, d, rows, cols, k, w->svd_mem);
 }
 
 static int cand_cmp(const void *a, const void *b)
@@ -471,12 +508,19 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
     for (uint32_t k = 0; k < n_units; k++)
         rows_ok &= units[k].cols == cols;
     unsigned lr_rank[2] = { 0, 0 };
+    int lrq = 0;
     if (rows_ok && nnz) {
         static const double left[2] = { 0.0025, 0.001 };
-        for (int i = 0; i < 2; i++)
-            lr_rank[i] = lowrank_probe(w->d, (uint32_t)(n / cols), cols, left[i]);
+        double ev[LR_ROWS], total = 0, top = 0;
+        unsigned m = probe_spectrum(w->d, (uint32_t)(n / cols), cols, ev, &total);
+        for (int i = 0; m && i < 2; i++)
+            lr_rank[i] = lowrank_rank(ev, m, total, left[i]);
+        for (unsigned i = 0; i < m / 4; i++)
+            top += ev[i];
+        lrq = w->lrq && m >= 16 && n / cols >= 16 && cols >= 16 && !any_odd &&
+              top >= LRQ_MIN_SHARE * total;
     }
-    if (lr_rank[0] && n_units > 1 && !any_odd) {
+    if ((lr_rank[0] || lrq) && n_units > 1 && !any_odd) {
         units[0].n = (uint32_t)n;
         units[0].norm2 = 0;
         unnz[0] = nnz;
@@ -563,6 +607,27 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
             x->rate = TVS__LUNIT_HDR + (double)got;
             x->dist = sq_dist(w->d, w->dhat, n);
         }
+        if (lrq && u->n == n && (rc = unit_svd(w, w->d, (uint32_t)(n / cols), cols)))
+            return rc;
+        for (size_t i = 0; lrq && u->n == n && i < sizeof lrq_rates / sizeof *lrq_rates; i++) {
+            if (u->n_cand >= TVS__LCAND_MAX)
+                break;
+            tvs__lcand *x = &u->cand[u->n_cand++];
+            memset(x, 0, sizeof *x);
+            x->p.codec = TVS_LC_LOWRANKQ;
+            x->p.rows = (uint32_t)(n / cols);
+            x->p.cols = cols;
+            x->p.rank = w->svd.k;
+            x->p.rate = lrq_rates[i];
+            x->p.unbiased = 1;
+            x->p.svd = &w->svd;
+            size_t got;
+            if ((rc = roundtrip(w, &got, &x->p, w->d, w->dhat, n)))
+                return rc;
+            x->p.svd = NULL;   /* encoding computes the same triplets again */
+            x->rate = TVS__LUNIT_HDR + entropy_bytes(w->enc, got);
+            x->dist = sq_dist(w->d, w->dhat, n);
+        }
         qsort(u->cand, u->n_cand, sizeof *u->cand, cand_cmp);
     }
     return 0;
@@ -643,9 +708,10 @@ static int next_point(const tvs__lunit *u, uint8_t *out, double *slope)
     int found = 0;
     for (uint8_t c = u->pick + 1; c < u->n_cand; c++) {
         const tvs__lcand *x = &u->cand[c];
-        if (x->rate <= cur->rate || x->dist >= cur->dist)
+        double cx = cost(u, x);
+        if (x->rate <= cur->rate || cx >= cc)
             continue;
-        double s = (cc - cost(u, x)) / (x->rate - cur->rate);
+        double s = (cc - cx) / (x->rate - cur->rate);
         if (!found || s > best) {
             best = s;
             *out = c;
@@ -717,9 +783,16 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
             (rc = grow((void **)&w->elems, &w->elems_cap, n * width)))
             return rc;
         size_t nnz = load_delta(w, uft, ubase, dt, n);
+        int have_svd = 0;
         for (uint8_t c = u->pick;; c++) {
             tvs_lossy_params pp = u->cand[c].p;
             const tvs_lossy_params *p = &pp;
+            if (pp.codec == TVS_LC_LOWRANKQ) {
+                if (!have_svd && (rc = unit_svd(w, w->d, pp.rows, pp.cols)))
+                    return rc;
+                have_svd = 1;
+                pp.svd = &w->svd;
+            }
             if (u->cand[c].all_nz)
                 pp.density = (float)((double)TVS_MAX(nnz, 1u) / (double)n);
             size_t bytes = 0;

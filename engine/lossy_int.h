@@ -19,7 +19,7 @@
 #define TVS__LUNIT 16384u        /* target elements per unit */
 #define TVS__LSAMPLE 4096u       /* elements measured per chunk (all of a smaller one) */
 #define TVS__LRUN 64u            /* ... in evenly spaced runs of this many */
-#define TVS__LCAND_MAX 32       /* the list has at most 29 */
+#define TVS__LCAND_MAX 40       /* the list has at most 38 */
 #define TVS__LUNIT_HDR 17u       /* stored bytes of a unit's header in a lossy chunk */
 #define TVS__LMIN_ELEMS 16u      /* smaller tensors stay lossless */
 
@@ -50,6 +50,17 @@ typedef struct tvs__lworker tvs__lworker;
 
 int tvs__lworker_new(tvs__lworker **out);
 void tvs__lworker_free(tvs__lworker *w);
+
+/*
+ * LOWRANKQ candidates cost an SVD of each chunk to measure (the encoder
+ * then runs at a few MB/s instead of over 100), and win only at low rates:
+ * import tries them for --bits B <= TVS__LRQ_MAX_BITS and --max-error E >=
+ * TVS__LRQ_MIN_ERROR (on the fine-tunes of ../shared/models, 2-bit blocks
+ * already keep 99.9 % of the gain).
+ */
+#define TVS__LRQ_MAX_BITS 1.5
+#define TVS__LRQ_MIN_ERROR 0.15
+void tvs__lworker_set_lowrankq(tvs__lworker *w, int on);
 
 /**
  * Units of the chunk holding elements [first, first + n) of a tensor whose

@@ -4,7 +4,8 @@
  * Decoding is streaming: a unit decoder (udec) keeps a sequential cursor
  * (mask position, value index, low-rank row) and hands out the delta in
  * pieces of at most PIECE values; apply adds each piece to the base through
- * a stack buffer. Nothing is allocated. Every length is checked before the
+ * a stack buffer. Only a LOWRANKQ unit allocates: its factors, dequantized
+ * when it is opened (at most one f32 per element of the unit). Every length is checked before the
  * bytes behind it are read, and most content rules (finite floats, padding
  * bits, bitmap popcount) are checked when a unit is opened, so a bad unit
  * usually fails before anything is written; mask varints (INDEX, RUNS) are
@@ -36,6 +37,8 @@
 #define MASK_HDR 9u        /* u8 layout, u32 k, u32 mask_len */
 #define BQ_HDR 8u          /* u8 bits, u16 block, u8 flags, f32 mul */
 #define LR_HDR 17u         /* u32 rows, u32 cols, u32 rank, u8 dtype, f32 scale */
+#define LRQ_HDR 16u        /* u32 rows, u32 cols, u32 rank, f32 scale */
+#define LRQ_BLOCK 64u      /* values per scale in the LOWRANKQ bodies the encoder writes */
 
 /* ---- small helpers */
 
@@ -250,7 +253,7 @@ static int rd_end(rd *r)
 const char *tvs_lossy_codec_name(unsigned codec)
 {
     static const char *const names[] = { "zero", "sign", "blockq", "sparseq", "lowrank",
-                                         "verbatim" };
+                                         "verbatim", "lowrankq" };
     return codec < TVS_LC_COUNT ? names[codec] : "?";
 }
 
@@ -605,12 +608,13 @@ typedef struct {
     const uint8_t *signs;
     size_t signs_len;
     uint64_t sj;               /* kept entries whose sign was used */
-    /* LOWRANK */
+    /* LOWRANK, LOWRANKQ */
     uint32_t rows, cols, rank;
     tvs_dtype fdt;
     unsigned fw;
     const uint8_t *u, *v;
     size_t pos;
+    float *fac;                /* LOWRANKQ: the dequantized factors (owned) */
 } udec;
 
 static int fdt_ok(unsigned id)
@@ -672,10 +676,79 @@ static int lowrank_open(udec *d, rd *r)
     return 0;
 }
 
+/*
+ * LOWRANKQ: the header, then each factor's BLOCKQ body, dequantized into
+ * d->fac (U row-major rows x rank, then V rank x cols), after which it
+ * decodes like a LOWRANK unit with F32 factors.
+ */
+static int lowrankq_open(udec *d, rd *r)
+{
+    int rc;
+    if ((rc = rd_u32(r, &d->rows, "lowrankq rows")) ||
+        (rc = rd_u32(r, &d->cols, "lowrankq cols")) ||
+        (rc = rd_u32(r, &d->rank, "lowrankq rank")) || (rc = rd_f32(r, &d->scale, "lowrankq scale")))
+        return rc;
+    if ((uint64_t)d->rows * d->cols != d->n)
+        return tvs__fail(TVS_ECORRUPT, "lowrankq shape %ux%u does not hold %zu elements",
+                         d->rows, d->cols, d->n);
+    if (d->rank < 1 || d->rank > TVS_LOSSY_MAX_RANK)
+        return tvs__fail(TVS_ECORRUPT, "lowrankq rank %u not in 1..%u", d->rank,
+                         TVS_LOSSY_MAX_RANK);
+    uint64_t nu = (uint64_t)d->rows * d->rank, nf = nu + (uint64_t)d->rank * d->cols;
+    if (nf > d->n)
+        return tvs__fail(TVS_ECORRUPT, "lowrankq factors hold %llu values, more than the "
+                         "unit's %zu elements", (unsigned long long)nf, d->n);
+    if ((rc = rd_need(r, 2 * (size_t)d->rank * BQ_HDR, "lowrankq factor bodies")))
+        return rc;
+    if (!(d->fac = tvs_malloc((size_t)nf * sizeof(float))))
+        return tvs__fail(TVS_ENOMEM, "out of memory for %llu lowrankq factor values",
+                         (unsigned long long)nf);
+    float *u = d->fac, *v = d->fac + nu, piece[PIECE];
+    bq_body b;
+    for (uint32_t t = 0; t < 2 * d->rank; t++) {
+        int is_u = t < d->rank;
+        size_t m = is_u ? d->rows : d->cols;
+        if ((rc = bq_open(&b, r, m)))
+            return tvs__failctx(rc, "lowrankq %s factor %u", is_u ? "U" : "V",
+                                is_u ? t : t - d->rank);
+        for (size_t at = 0; at < m; at += PIECE) {
+            size_t cnt = TVS_MIN(m - at, PIECE);
+            float *o = is_u ? piece : v + (size_t)(t - d->rank) * m + at;
+            if ((rc = bq_next(&b, o, cnt)))
+                return rc;
+            if (is_u)   /* column t of U */
+                for (size_t x = 0; x < cnt; x++)
+                    u[(at + x) * d->rank + t] = piece[x];
+        }
+    }
+    uint32_t bad = 0;   /* no early exit: the loop vectorizes */
+    for (uint64_t i = 0; i < nf; i++)
+        bad |= !finite32(f2u(d->fac[i]));
+    if (bad)
+        for (uint64_t i = 0; i < nf; i++)
+            if (!finite32(f2u(d->fac[i])))
+                return tvs__fail(TVS_ECORRUPT, "lowrankq %s factor value %llu is not finite",
+                                 i < nu ? "U" : "V",
+                                 (unsigned long long)(i < nu ? i : i - nu));
+    d->u = (const uint8_t *)u;
+    d->v = (const uint8_t *)v;
+    d->fdt = TVS_DTYPE_F32;
+    d->fw = 4;
+    d->pos = 0;
+    return 0;
+}
+
+static void udec_close(udec *d)
+{
+    tvs_free(d->fac);
+    d->fac = NULL;
+}
+
 static int udec_open(udec *d, uint8_t codec, tvs_span payload, size_t n)
 {
     rd r = { payload.ptr, payload.len, 0 };
     int rc = 0;
+    d->fac = NULL;
     d->codec = codec;
     d->n = n;
     if (n < 1 || n > TVS_LOSSY_MAX_UNIT)
@@ -704,6 +777,9 @@ static int udec_open(udec *d, uint8_t codec, tvs_span payload, size_t n)
         break;
     case TVS_LC_LOWRANK:
         rc = lowrank_open(d, &r);
+        break;
+    case TVS_LC_LOWRANKQ:
+        rc = lowrankq_open(d, &r);
         break;
     case TVS_LC_VERBATIM:
         return tvs__fail(TVS_EINVAL, "verbatim units hold elements, not a delta");
@@ -924,6 +1000,7 @@ static int udec_next(udec *d, float *out, size_t m)
             scatter(out, w, m, kc);
         return 0;
     case TVS_LC_LOWRANK:
+    case TVS_LC_LOWRANKQ:
         lowrank_rows(d, out, m);
         return 0;
     }
@@ -949,6 +1026,7 @@ int tvs_lossy_unit_decode(float *d, size_t n, uint8_t codec, tvs_span payload)
         rc = udec_next(&dec, d + pos, TVS_MIN(n - pos, PIECE));
     if (!rc)
         rc = udec_finish(&dec);
+    udec_close(&dec);
     return rc ? tvs__failctx(rc, "lossy unit (%s)", tvs_lossy_codec_name(codec)) : 0;
 }
 
@@ -1192,6 +1270,7 @@ static int apply_unit(const tvs_lossy_unit *u, size_t first, void *p)
     }
     if (!rc)
         rc = udec_finish(&dec);
+    udec_close(&dec);
     return rc ? tvs__failctx(rc, "lossy chunk: unit %u (%s)", idx,
                              tvs_lossy_codec_name(u->codec))
               : 0;
@@ -1247,6 +1326,31 @@ int tvs_lossy_unit_describe(char *out, size_t cap, const tvs_lossy_unit *u)
                        fdt == TVS_DTYPE_F16 ? "f16" : fdt == TVS_DTYPE_BF16 ? "bf16"
                        : fdt == TVS_DTYPE_F32 ? "f32" : "?", rows, cols);
         break;
+    case TVS_LC_LOWRANKQ: {
+        float sc;
+        if ((rc = rd_u32(&r, &rows, "lowrankq rows")) ||
+            (rc = rd_u32(&r, &cols, "lowrankq cols")) ||
+            (rc = rd_u32(&r, &rank, "lowrankq rank")) || (rc = rd_f32(&r, &sc, "lowrankq scale")))
+            break;
+        if (rank < 1 || rank > TVS_LOSSY_MAX_RANK || (uint64_t)rows * cols != u->n ||
+            (uint64_t)rank * ((uint64_t)rows + cols) > u->n) {
+            rc = tvs__fail(TVS_ECORRUPT, "lowrankq shape %ux%u rank %u for %u elements", rows,
+                           cols, rank, u->n);
+            break;
+        }
+        unsigned hi = 0, lo = 8;   /* the terms' widths (U's bodies) */
+        bq_body b;
+        for (uint32_t t = 0; t < 2 * rank && !rc; t++)
+            if (!(rc = bq_open(&b, &r, t < rank ? rows : cols)) && t < rank)
+                hi = TVS_MAX(hi, b.bits), lo = TVS_MIN(lo, b.bits);
+        if (rc)
+            break;
+        if (hi == lo)
+            len = snprintf(out, cap, "rank=%u bits=%u %ux%u", rank, hi, rows, cols);
+        else
+            len = snprintf(out, cap, "rank=%u bits=%u..%u %ux%u", rank, hi, lo, rows, cols);
+        break;
+    }
     case TVS_LC_ZERO:
     case TVS_LC_VERBATIM:
         break;
@@ -1296,6 +1400,33 @@ static uint32_t lr_rank(const tvs_lossy_params *p)
     return TVS_MIN(p->rank, TVS_MIN(p->rows, p->cols));
 }
 
+/* LOWRANKQ: the triplets considered (at most the smaller side, and the SVD's). */
+static uint32_t lrq_k(const tvs_lossy_params *p)
+{
+    uint32_t k = TVS_MIN(p->rank, TVS_MIN(p->rows, p->cols));
+    return p->svd ? TVS_MIN(k, p->svd->k) : k;
+}
+
+static int lrq_params_ok(const tvs_lossy_params *p, size_t n)
+{
+    return (uint64_t)p->rows * p->cols == n && (uint64_t)p->rows + p->cols <= n &&
+           p->rank >= 1 && p->rank <= TVS_LOSSY_MAX_RANK && p->rate > 0 && isfinite(p->rate) &&
+           (!p->svd || (p->svd->rows == p->rows && p->svd->cols == p->cols && p->svd->k >= 1));
+}
+
+/* LOWRANKQ terms that fit the rule rank * (rows + cols) <= n (params ok: >= 1). */
+static uint32_t lrq_max_terms(const tvs_lossy_params *p, size_t n)
+{
+    size_t cap = n / ((size_t)p->rows + p->cols);
+    return (uint32_t)TVS_MAX(1, TVS_MIN(cap, lrq_k(p)));
+}
+
+/* Bytes of one LOWRANKQ term at @p bits: its two BLOCKQ bodies. */
+static size_t lrq_term_size(const tvs_lossy_params *p, unsigned bits)
+{
+    return bq_size(p->rows, bits, LRQ_BLOCK, 0, 0) + bq_size(p->cols, bits, LRQ_BLOCK, 0, 0);
+}
+
 size_t tvs_lossy_unit_bound(const tvs_lossy_params *p, size_t n, tvs_dtype dt)
 {
     if (n < 1 || n > TVS_LOSSY_MAX_UNIT)
@@ -1322,6 +1453,10 @@ size_t tvs_lossy_unit_bound(const tvs_lossy_params *p, size_t n, tvs_dtype dt)
             !fdt_ok(p->factor_dtype))
             return 0;
         return LR_HDR + ((size_t)p->rows + p->cols) * lr_rank(p) * width_of(p->factor_dtype);
+    case TVS_LC_LOWRANKQ:
+        if (!lrq_params_ok(p, n))
+            return 0;
+        return LRQ_HDR + lrq_max_terms(p, n) * lrq_term_size(p, 8);
     case TVS_LC_VERBATIM:
         return tvs_lossy_dtype_ok(dt) ? n * width_of(dt) : 0;
     }
@@ -1354,6 +1489,12 @@ static size_t lr_oversample(size_t r, size_t rows, size_t cols)
     return TVS_MIN(r + 8, TVS_MIN(rows, cols));
 }
 
+static size_t rsvd_scratch(size_t rows, size_t cols, size_t l)
+{
+    return ALIGN16(rows * l * 8) + ALIGN16(cols * l * 8) + ALIGN16(l * l * 8) + ALIGN16(l * 8) +
+           ALIGN16(l * sizeof(size_t));
+}
+
 /* The codec's own scratch, 16 bytes of alignment slack included. */
 static size_t codec_scratch(const tvs_lossy_params *p, size_t n)
 {
@@ -1373,6 +1514,13 @@ static size_t codec_scratch(const tvs_lossy_params *p, size_t n)
         l = lr_oversample(lr_rank(p), p->rows, p->cols);
         return 16 + ALIGN16((size_t)p->rows * l * 8) + ALIGN16((size_t)p->cols * l * 8) +
                ALIGN16(l * l * 8) + 2 * ALIGN16(l * 8);
+    case TVS_LC_LOWRANKQ:
+        if (!lrq_params_ok(p, n))
+            return 0;
+        k = TVS_MAX(p->rows, p->cols);
+        return 16 + (p->svd ? 0 : tvs_lossy_svd_size(p->rows, p->cols, lrq_k(p))) +
+               ALIGN16(lrq_k(p)) + ALIGN16(k * 4) + bq_scratch(k, LRQ_BLOCK) +
+               ALIGN16(n * 4);
     }
     return 0;
 }
@@ -2111,15 +2259,13 @@ static void lr_header(uint8_t *o, uint32_t rows, uint32_t cols, uint32_t rank, t
     tvs_store_le32(o + 13, f2u(scale));
 }
 
-static void lowrank_encode(uint8_t *o, const tvs_lossy_params *p, const float *A, void *scratch)
+/*
+ * The randomized subspace iteration: A (rows x cols) ~ (Q J) diag(sig)
+ * (Z J / sig)^T over l directions, ord ranking them by sig, descending.
+ */
+static void rsvd(const float *A, size_t rows, size_t cols, size_t l, double *Q, double *Z,
+                 double *J, double *sig, size_t *ord)
 {
-    const size_t rows = p->rows, cols = p->cols, r = lr_rank(p);
-    const size_t l = lr_oversample(r, rows, cols);
-    carve cv = { (uint8_t *)ALIGN16((uintptr_t)scratch) };
-    double *Q = take(&cv, rows * l * 8), *Z = take(&cv, cols * l * 8);
-    double *J = take(&cv, l * l * 8);
-    double *sig = take(&cv, l * 8);
-    size_t *ord = take(&cv, l * sizeof(size_t));
     uint64_t seed = 0x6c6f737379ull;   /* fixed: the output depends only on the input */
     for (size_t i = 0; i < cols * l; i++)
         Z[i] = (splitmix64(&seed) >> 63) ? 1.0 : -1.0;
@@ -2132,7 +2278,7 @@ static void lowrank_encode(uint8_t *o, const tvs_lossy_params *p, const float *A
         mgs(Q, rows, l);
     }
     mul_atx(Z, A, Q, rows, cols, l);   /* Z = B^T, B = Q^T A */
-    jacobi(Z, J, cols, l);             /* A ~ (Q J) diag(sig) (Z J / sig)^T */
+    jacobi(Z, J, cols, l);
     for (size_t t = 0; t < l; t++) {
         double nn = 0;
         for (size_t j = 0; j < cols; j++)
@@ -2146,6 +2292,18 @@ static void lowrank_encode(uint8_t *o, const tvs_lossy_params *p, const float *A
             ord[b] = ord[b - 1];
             ord[b - 1] = tmp;
         }
+}
+
+static void lowrank_encode(uint8_t *o, const tvs_lossy_params *p, const float *A, void *scratch)
+{
+    const size_t rows = p->rows, cols = p->cols, r = lr_rank(p);
+    const size_t l = lr_oversample(r, rows, cols);
+    carve cv = { (uint8_t *)ALIGN16((uintptr_t)scratch) };
+    double *Q = take(&cv, rows * l * 8), *Z = take(&cv, cols * l * 8);
+    double *J = take(&cv, l * l * 8);
+    double *sig = take(&cv, l * 8);
+    size_t *ord = take(&cv, l * sizeof(size_t));
+    rsvd(A, rows, cols, l, Q, Z, J, sig, ord);
     /* U[i][t] = (Q J)[i][ord t] (orthonormal columns); V[t][j] = Z[j][ord t]
      * (carries sigma). Balance: each factor scaled by a power of two so its
      * largest magnitude is in [0.5, 1), the product going into `scale`. */
@@ -2275,6 +2433,330 @@ static void rescale(uint8_t *at, double dot, double e)
         tvs_store_le32(at, f2u(t));
 }
 
+/* ---- LOWRANKQ encoder */
+
+/*
+ * tvs_lossy_svd: the same randomized subspace iteration as LOWRANK's, laid
+ * out for speed: each of the l basis vectors is contiguous (Q: l x rows,
+ * Z: l x cols), so every inner loop is a dot product or an axpy over one
+ * vector, in four f64 lanes the compiler vectorizes.
+ */
+static double dot4(const double *a, const double *b, size_t n)
+{
+    double acc[4] = { 0 };
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (unsigned l = 0; l < 4; l++)
+            acc[l] += a[i + l] * b[i + l];
+    for (; i < n; i++)
+        acc[0] += a[i] * b[i];
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+static void axpy(double *y, double a, const double *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+/* Orthonormalize the l vectors of X (each len long): modified Gram-Schmidt,
+ * twice; a vector that vanishes becomes zero. */
+static void mgs_vec(double *X, size_t l, size_t len)
+{
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t j = 0; j < l; j++) {
+            double *x = X + j * len;
+            for (size_t p = 0; p < j; p++)
+                axpy(x, -dot4(X + p * len, x, len), X + p * len, len);
+            double nn = dot4(x, x, len);
+            double inv = nn > 1e-280 ? 1.0 / sqrt(nn) : 0;
+            for (size_t i = 0; i < len; i++)
+                x[i] *= inv;
+        }
+}
+
+/* Q_t = A Z_t (Q: l x rows, Z: l x cols); @p row: cols doubles */
+static void vec_ax(double *Q, const float *A, const double *Z, size_t rows, size_t cols, size_t l,
+                   double *row)
+{
+    for (size_t i = 0; i < rows; i++) {
+        for (size_t j = 0; j < cols; j++)
+            row[j] = A[i * cols + j];
+        for (size_t t = 0; t < l; t++)
+            Q[t * rows + i] = dot4(row, Z + t * cols, cols);
+    }
+}
+
+/* Z_t = A^T Q_t */
+static void vec_atx(double *Z, const float *A, const double *Q, size_t rows, size_t cols,
+                    size_t l, double *row)
+{
+    memset(Z, 0, l * cols * sizeof *Z);
+    for (size_t i = 0; i < rows; i++) {
+        for (size_t j = 0; j < cols; j++)
+            row[j] = A[i * cols + j];
+        for (size_t t = 0; t < l; t++)
+            if (Q[t * rows + i] != 0)
+                axpy(Z + t * cols, Q[t * rows + i], row, cols);
+    }
+}
+
+/*
+ * Cyclic Jacobi on the symmetric l x l matrix G: rotations drive it to
+ * diagonal (the eigenvalues), and applied to the rows of ET (from the
+ * identity) give the eigenvectors as those rows.
+ */
+static void jacobi_eig(double *G, double *ET, size_t l)
+{
+    for (size_t i = 0; i < l * l; i++)
+        ET[i] = i % (l + 1) == 0;
+    double total = 0;
+    for (size_t i = 0; i < l * l; i++)
+        total += G[i] * G[i];
+    for (int sweep = 0; sweep < 50; sweep++) {
+        double off = 0;
+        for (size_t p = 0; p < l; p++)
+            for (size_t q = p + 1; q < l; q++)
+                off += G[p * l + q] * G[p * l + q];
+        if (!(off > 1e-30 * total))
+            break;
+        for (size_t p = 0; p + 1 < l; p++)
+            for (size_t q = p + 1; q < l; q++) {
+                double apq = G[p * l + q];
+                if (fabs(apq) < 1e-300)
+                    continue;
+                double theta = (G[q * l + q] - G[p * l + p]) / (2 * apq);
+                double t = (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1));
+                double c = 1 / sqrt(t * t + 1), sn = t * c;
+                for (size_t x = 0; x < l; x++) {   /* columns p, q */
+                    double gp = G[x * l + p], gq = G[x * l + q];
+                    G[x * l + p] = c * gp - sn * gq;
+                    G[x * l + q] = sn * gp + c * gq;
+                }
+                double *rp = G + p * l, *rq = G + q * l;   /* rows p, q */
+                for (size_t x = 0; x < l; x++) {
+                    double gp = rp[x], gq = rq[x];
+                    rp[x] = c * gp - sn * gq;
+                    rq[x] = sn * gp + c * gq;
+                }
+                double *ep = ET + p * l, *eq = ET + q * l;
+                for (size_t x = 0; x < l; x++) {
+                    double vp = ep[x], vq = eq[x];
+                    ep[x] = c * vp - sn * vq;
+                    eq[x] = sn * vp + c * vq;
+                }
+            }
+    }
+}
+
+size_t tvs_lossy_svd_size(uint32_t rows, uint32_t cols, uint32_t k)
+{
+    if (rows < 1 || cols < 1 || (uint64_t)rows * cols > TVS_LOSSY_MAX_UNIT || k < 1 ||
+        k > TVS_MIN(rows, cols) || k > TVS_LOSSY_MAX_RANK)
+        return 0;
+    size_t l = lr_oversample(k, rows, cols);
+    return 16 + rsvd_scratch(rows, cols, l) + ALIGN16(TVS_MAX(rows, cols) * 8) +
+           ALIGN16(l * l * 8) +
+           ALIGN16((size_t)k * rows * 4) + ALIGN16(k * 4) + ALIGN16((size_t)k * cols * 4);
+}
+
+int tvs_lossy_svd(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t cols,
+                  uint32_t k, void *mem)
+{
+    if (!tvs_lossy_svd_size(rows, cols, k))
+        return tvs__fail(TVS_EINVAL, "svd of %ux%u to %u triplets is out of range", rows, cols,
+                         k);
+    const size_t l = lr_oversample(k, rows, cols);
+    carve cv = { (uint8_t *)ALIGN16((uintptr_t)mem) };
+    double *Q = take(&cv, (size_t)rows * l * 8), *Z = take(&cv, (size_t)cols * l * 8);
+    double *JT = take(&cv, l * l * 8), *sig = take(&cv, l * 8);
+    size_t *ord = take(&cv, l * sizeof(size_t));
+    double *row = take(&cv, TVS_MAX(rows, cols) * 8);
+    float *u = take(&cv, (size_t)k * rows * 4), *s = take(&cv, k * 4);
+    float *v = take(&cv, (size_t)k * cols * 4);
+    uint64_t seed = 0x6c6f737379ull;   /* fixed: the output depends only on the input */
+    for (size_t i = 0; i < cols * l; i++)
+        Z[i] = (splitmix64(&seed) >> 63) ? 1.0 : -1.0;
+    vec_ax(Q, a, Z, rows, cols, l, row);
+    mgs_vec(Q, l, rows);
+    for (int it = 0; it < 2; it++) {
+        vec_atx(Z, a, Q, rows, cols, l, row);
+        mgs_vec(Z, l, cols);
+        vec_ax(Q, a, Z, rows, cols, l, row);
+        mgs_vec(Q, l, rows);
+    }
+    vec_atx(Z, a, Q, rows, cols, l, row);   /* Z_t = A^T Q_t: A ~ sum_t Q_t Z_t^T */
+    /* the eigenvectors e_t of the Gram matrix Z Z^T (in JT's rows) rotate that
+     * sum into orthogonal terms: A ~ sum_t (sum_q e_t[q] Q_q)(sum_q e_t[q] Z_q)^T */
+    double *G = take(&cv, l * l * 8);
+    for (size_t t = 0; t < l; t++)
+        for (size_t q = 0; q <= t; q++)
+            G[t * l + q] = G[q * l + t] = dot4(Z + t * cols, Z + q * cols, cols);
+    jacobi_eig(G, JT, l);
+    for (size_t t = 0; t < l; t++) {
+        sig[t] = G[t * l + t] > 0 ? sqrt(G[t * l + t]) : 0;
+        ord[t] = t;
+    }
+    for (size_t x = 1; x < l; x++)   /* by sigma, descending; stable */
+        for (size_t y = x; y > 0 && sig[ord[y]] > sig[ord[y - 1]]; y--) {
+            size_t tmp = ord[y];
+            ord[y] = ord[y - 1];
+            ord[y - 1] = tmp;
+        }
+    for (size_t t = 0; t < k; t++) {
+        const size_t o = ord[t];
+        memset(row, 0, rows * sizeof *row);
+        for (size_t q = 0; q < l; q++)
+            axpy(row, JT[o * l + q], Q + q * rows, rows);
+        for (size_t i = 0; i < rows; i++)
+            u[t * rows + i] = (float)row[i];
+        memset(row, 0, cols * sizeof *row);
+        for (size_t q = 0; q < l; q++)
+            axpy(row, JT[o * l + q], Z + q * cols, cols);
+        double sg = sqrt(dot4(row, row, cols));   /* more exact than the eigenvalue */
+        s[t] = (float)sg;
+        const double inv = sg > 0 ? 1.0 / sg : 0;
+        for (size_t j = 0; j < cols; j++)
+            v[t * cols + j] = (float)(row[j] * inv);
+    }
+    *out = (tvs_lossy_svd_t){ rows, cols, (uint32_t)k, u, s, v };
+    return 0;
+}
+
+/*
+ * Relative squared error a BLOCKQ body of LRQ_BLOCK values at each width
+ * leaves on a Gaussian vector (least-squares steps, f16 scales; measured):
+ * what the bit allocation below expects of each factor.
+ */
+/*
+ * An unbiased unit's left-out term costs this many times its energy: like
+ * a ZERO unit in the --bits allocation, dropping a direction of the delta
+ * undoes that part of the fine-tune. (On ft-code at 1 bit per parameter,
+ * 1, 4, 6 and 12 kept 96.8, 97.4, 97.0 and 94.7 % of the gain: more leaves
+ * too many 1-bit terms, whose noise costs more than their directions win.)
+ */
+#define LRQ_DROP 4.0
+
+static const double lrq_noise[9] = { 1.0, 0.3634, 0.1175, 0.0345, 0.0095, 0.0025, 0.00065,
+                                     0.00017, 0.00005 };
+
+/*
+ * What a term of energy @p s2 costs when its two factors get @p bits each:
+ * their noise, s2 (2e + e^2) for a relative error e per factor (unbiased
+ * factors: e / (1 - e), since the scale correction amplifies the noise
+ * too), or, left out, s2 times @p drop.
+ */
+static double lrq_term_err(double s2, unsigned bits, int unbiased, double drop)
+{
+    if (!bits)
+        return s2 * drop;
+    double e = lrq_noise[bits];
+    if (unbiased)
+        e = e / (1 - e);
+    return s2 * (2 * e + e * e);
+}
+
+/*
+ * Bit widths for the k terms within @p budget bytes: every term starts at
+ * 0 (left out) and, repeatedly, the upgrade of one term to a larger width
+ * with the largest drop in cost per byte that still fits is taken (ties:
+ * the lower term, then the smaller width); the first term gets at least
+ * 1 bit even past the budget. Returns the terms kept (a prefix: the drop
+ * per byte falls with the singular value).
+ */
+static uint32_t lrq_bits(uint8_t *bits, const tvs_lossy_params *p, const float *s, uint32_t k,
+                         double budget)
+{
+    static const uint8_t widths[] = { 1, 2, 3, 4, 5, 6, 8 };
+    const double drop = p->unbiased ? LRQ_DROP : 1.0;
+    memset(bits, 0, k);
+    double spent = LRQ_HDR;
+    for (;;) {
+        double best = 0;
+        uint32_t at = k;
+        uint8_t to = 0;
+        for (uint32_t t = 0; t < k; t++) {
+            unsigned b = bits[t];
+            double s2 = (double)s[t] * s[t], cur = lrq_term_err(s2, b, p->unbiased, drop);
+            double have = b ? (double)lrq_term_size(p, b) : 0;
+            for (size_t w = 0; w < sizeof widths; w++) {
+                unsigned nb = widths[w];
+                if (nb <= b)
+                    continue;
+                double more = (double)lrq_term_size(p, nb) - have;
+                int forced = t == 0 && b == 0;
+                if (spent + more > budget && !(forced && nb == 1))
+                    continue;
+                double gain = (cur - lrq_term_err(s2, nb, p->unbiased, drop)) / more;
+                if (forced && nb == 1 && spent + more > budget)
+                    gain = HUGE_VAL;
+                if (gain > best)
+                    best = gain, at = t, to = (uint8_t)nb;
+            }
+        }
+        if (at == k)
+            break;
+        spent += (double)lrq_term_size(p, to) - (bits[at] ? (double)lrq_term_size(p, bits[at]) : 0);
+        bits[at] = to;
+    }
+    if (k && !bits[0])
+        bits[0] = 1;
+    uint32_t r = 0;
+    while (r < k && bits[r])
+        r++;
+    return r;
+}
+
+/*
+ * d ~ sum over the kept terms of (sqrt(s_t) u_t)(sqrt(s_t) v_t)^T, each factor
+ * a least-squares BLOCKQ body (blocks of LRQ_BLOCK) at its term's width.
+ */
+static uint8_t *lowrankq_encode(uint8_t *o, const tvs_lossy_params *p, const float *d, size_t n,
+                                void *scratch)
+{
+    carve cv = { (uint8_t *)ALIGN16((uintptr_t)scratch) };
+    tvs_lossy_svd_t own;
+    const tvs_lossy_svd_t *sv = p->svd;
+    uint32_t k = lrq_k(p);
+    if (!sv) {
+        void *mem = take(&cv, tvs_lossy_svd_size(p->rows, p->cols, k) - 16);
+        tvs_lossy_svd(&own, d, p->rows, p->cols, k, mem);
+        sv = &own;
+    }
+    size_t mx = TVS_MAX(p->rows, p->cols);
+    uint8_t *bits = take(&cv, k);
+    float *x = take(&cv, mx * 4), *work = take(&cv, bq_scratch(mx, LRQ_BLOCK));
+    uint32_t r = lrq_bits(bits, p, sv->s, TVS_MIN(k, lrq_max_terms(p, n)),
+                          (double)p->rate * (double)n / 8);
+    tvs_store_le32(o, p->rows);
+    tvs_store_le32(o + 4, p->cols);
+    tvs_store_le32(o + 8, r);
+    tvs_store_le32(o + 12, f2u(1.0f));
+    o += LRQ_HDR;
+    for (uint32_t t = 0; t < 2 * r; t++) {
+        int is_u = t < r;
+        uint32_t c = is_u ? t : t - r;
+        size_t m = is_u ? p->rows : p->cols;
+        const float *src = is_u ? sv->u + (size_t)c * p->rows : sv->v + (size_t)c * p->cols;
+        const float g = sqrtf(sv->s[c]);
+        for (size_t i = 0; i < m; i++)
+            x[i] = g * src[i];
+        tvs_lossy_params bp;
+        memset(&bp, 0, sizeof bp);
+        bp.codec = TVS_LC_BLOCKQ;
+        bp.bits = bits[c];
+        bp.block = LRQ_BLOCK;
+        bq_fit f;
+        bq_fit_body(&f, x, m, &bp, work);
+        uint8_t *body = o;
+        double dot = 0;
+        o = bq_write(o, &f, x, p->unbiased ? &dot : NULL);
+        if (p->unbiased)   /* each factor keeps its full length along itself */
+            rescale(body + BQ_HDR - 4, dot, dot_with(x, x, m));
+    }
+    return o;
+}
+
 int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_lossy_params *p,
                           const float *d, const uint8_t *ft, tvs_dtype dt, size_t n,
                           void *scratch)
@@ -2360,6 +2842,20 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
         if (p->unbiased) {   /* <r, d> of the product: decode it */
             float *dec = (float *)(ALIGN16((uintptr_t)scratch) + codec_scratch(p, n) - 16);
             if ((rc = tvs_lossy_unit_decode(dec, n, p->codec, (tvs_span){ dst, need })))
+                return tvs__failctx(rc, "scale correction");
+            dot = dot_with(dec, d, n);
+        }
+        break;
+    case TVS_LC_LOWRANKQ:
+        need = tvs_lossy_unit_bound(p, n, dt);
+        if ((rc = need_cap(need, cap, p->codec)))
+            return rc;
+        o = lowrankq_encode(o, p, d, n, scratch);
+        scale_at = 12;   /* scale */
+        if (p->unbiased) {   /* <r, d> of the product: decode it */
+            float *dec = (float *)(ALIGN16((uintptr_t)scratch) + codec_scratch(p, n) - 16 -
+                                   ALIGN16(n * 4));
+            if ((rc = tvs_lossy_unit_decode(dec, n, p->codec, (tvs_span){ dst, (size_t)(o - dst) })))
                 return tvs__failctx(rc, "scale correction");
             dot = dot_with(dec, d, n);
         }

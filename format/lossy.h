@@ -11,7 +11,8 @@
  * tensor's dtype (round to nearest even), except for VERBATIM units, which
  * hold the fine-tuned elements themselves.
  *
- * Pure functions over explicit sizes: no allocation in decoders, every
+ * Pure functions over explicit sizes: decoders allocate only a LOWRANKQ
+ * unit's dequantized factors (at most 4 bytes per element), every
  * decoder accepts untrusted bytes and returns TVS_ECORRUPT with a message
  * naming the rule broken. Byte layouts: SPEC.md, section 2.7.
  */
@@ -29,6 +30,8 @@ enum {
     TVS_LC_SPARSEQ = 3,   /**< mask of kept entries + BLOCKQ body over the kept values */
     TVS_LC_LOWRANK = 4,   /**< d = scale · U·V, U rows×rank, V rank×cols */
     TVS_LC_VERBATIM = 5,  /**< the fine-tuned elements themselves (exact) */
+    TVS_LC_LOWRANKQ = 6,  /**< d = scale · U·V with each rank-1 term's factors in
+                               BLOCKQ bodies of their own bit width */
     TVS_LC_COUNT
 };
 
@@ -52,6 +55,17 @@ enum {
 #define TVS_BQ_MIN_BLOCK 8u
 #define TVS_BQ_MAX_BLOCK 4096u
 
+/**
+ * The leading singular triplets of a rows × cols matrix: A ≈ Σ_t s[t] ·
+ * u_t · v_tᵀ, s descending, u_t and v_t unit vectors (see tvs_lossy_svd).
+ */
+typedef struct {
+    uint32_t rows, cols, k;  /**< k triplets */
+    const float *u;          /**< k × rows: u_t at u + t·rows */
+    const float *s;          /**< k singular values, descending, ≥ 0 */
+    const float *v;          /**< k × cols: v_t at v + t·cols */
+} tvs_lossy_svd_t;
+
 /** What an encoder is asked to produce for one unit. */
 typedef struct {
     uint8_t codec;          /**< TVS_LC_* */
@@ -73,6 +87,10 @@ typedef struct {
     uint32_t rows, cols;    /**< LOWRANK: rows × cols = n */
     uint32_t rank;          /**< LOWRANK: 1…TVS_LOSSY_MAX_RANK */
     tvs_dtype factor_dtype; /**< LOWRANK: BF16, F16 or F32 factors */
+    float rate;             /**< LOWRANKQ: bits per element the payload may spend
+                                 (bodies' headers and scales included), > 0 */
+    const tvs_lossy_svd_t *svd; /**< LOWRANKQ, optional: the unit's leading singular
+                                 triplets (rows, cols as above; computed when NULL) */
 } tvs_lossy_params;
 
 /**
@@ -95,6 +113,19 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
                           void *scratch);
 /** Scratch bytes tvs_lossy_unit_encode needs (any alignment); 0 if none. */
 size_t tvs_lossy_scratch_size(const tvs_lossy_params *p, size_t n);
+
+/**
+ * The @p k (≤ min(rows, cols), ≤ TVS_LOSSY_MAX_RANK) leading singular
+ * triplets of the row-major rows × cols matrix @p a, deterministically (the
+ * randomized subspace iteration LOWRANK uses, oversampled by 8, with f64
+ * arithmetic), into @p out, whose arrays live in @p mem
+ * (tvs_lossy_svd_size bytes, any alignment).
+ * @return 0, TVS_EINVAL (sizes out of range)
+ */
+int tvs_lossy_svd(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t cols,
+                  uint32_t k, void *mem);
+/** Bytes tvs_lossy_svd needs for @p k triplets; 0 if out of range. */
+size_t tvs_lossy_svd_size(uint32_t rows, uint32_t cols, uint32_t k);
 
 /**
  * Entries SIGN and SPARSEQ keep of @p n at @p density:
@@ -150,8 +181,8 @@ int tvs_lossy_chunk_units(tvs_span chunk, tvs_dtype dt, size_t n,
  * Apply a lossy chunk: @p dst holds n elements of @p dt (BF16, F16 or F32)
  * of the base and gets round(base + d), or the VERBATIM elements. Fully
  * validates @p chunk (every unit's payload) before or while writing; on
- * TVS_ECORRUPT the contents of @p dst are unspecified. No allocation: works
- * in pieces through a stack buffer.
+ * TVS_ECORRUPT the contents of @p dst are unspecified. Works in pieces
+ * through a stack buffer; allocates only LOWRANKQ factors.
  */
 int tvs_lossy_chunk_apply(uint8_t *dst, tvs_dtype dt, size_t n, tvs_span chunk);
 

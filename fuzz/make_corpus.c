@@ -15,7 +15,7 @@
  *   delta_roundtrip/  transform byte (fuzz.h) + fine-tune + base
  *   lossy_decode/     dtype byte, u32 n, then a lossy chunk (format/lossy.h)
  *                     of n elements: every unit codec, every mask layout,
- *                     every BLOCKQ width and flag, LOWRANK factors of every
+ *                     every BLOCKQ width and flag, LOWRANKQ, LOWRANK factors of every
  *                     dtype, VERBATIM, and a chunk of them all per dtype
  *
  * Usage: make_corpus OUT_DIR [MODEL_DIR]. MODEL_DIR holds
@@ -793,6 +793,15 @@ static void lossy(void)
         snprintf(name, sizeof name, "lowrank-r5-%s", tvs_dtype_name((tvs_dtype)f));
         lossy_seed(name, f - TVS_DTYPE_F16, lr, 1);
     }
+    /* LOWRANKQ: terms of several widths, and a one-term unit among others */
+    lossy_unit_spec lq[] = { { 48 * 40, { .codec = TVS_LC_LOWRANKQ, .rows = 48, .cols = 40,
+                                          .rank = 40, .rate = 1.5f, .unbiased = 1 }, 0 } };
+    lossy_seed("lowrankq-48x40-bf16", 0, lq, 1);
+    lossy_unit_spec lq2[] = { { 100, zero, 0 },
+                              { 12 * 10, { .codec = TVS_LC_LOWRANKQ, .rows = 12, .cols = 10,
+                                           .rank = 5, .rate = 0.25f }, 0 },
+                              { 50, verbatim, 0 } };
+    lossy_seed("lowrankq-one-term-f16", 1, lq2, 3);
     lossy_unit_spec v[] = { { 33, verbatim, 0 }, { 31, zero, 0 } };
     lossy_seed("verbatim-then-zero-f32", 2, v, 2);
     /* LOWRANK from given factors (an imported adapter) */

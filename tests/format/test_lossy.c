@@ -797,6 +797,118 @@ Test(lossy, lowrank_put_refuses_bad_arguments)
     tt_fails(tvs_lossy_lowrank_put(out, 64, &len, 2, 2, 1, TVS_DTYPE_F16, 1, u, v), TVS_EINVAL);
 }
 
+/* ---- LOWRANKQ */
+
+Test(lossy, svd_finds_the_singular_triplets_of_an_exact_rank_matrix)
+{
+    size_t rows = 64, cols = 48, n = rows * cols;
+    float *d = rank_r(rows, cols, 4, 90);
+    size_t need = tvs_lossy_svd_size(64, 48, 4);
+    cr_assert_gt(need, 0);
+    cr_assert_eq(tvs_lossy_svd_size(64, 48, 49), 0, "more triplets than the smaller side");
+    cr_assert_eq(tvs_lossy_svd_size(0, 48, 1), 0);
+    void *mem = malloc(need);
+    tvs_lossy_svd_t sv;
+    tt_ok(tvs_lossy_svd(&sv, d, 64, 48, 4, mem));
+    tt_fails(tvs_lossy_svd(&sv, d, 64, 48, 0, mem), TVS_EINVAL);
+    cr_assert_eq(sv.k, 4);
+    for (uint32_t t = 0; t < 4; t++) {
+        if (t)
+            cr_assert_geq(sv.s[t - 1], sv.s[t], "singular values descend");
+        for (uint32_t q = 0; q < 4; q++) {
+            double uu = 0, vv = 0;
+            for (size_t i = 0; i < rows; i++)
+                uu += (double)sv.u[t * rows + i] * sv.u[q * rows + i];
+            for (size_t j = 0; j < cols; j++)
+                vv += (double)sv.v[t * cols + j] * sv.v[q * cols + j];
+            cr_assert_float_eq(uu, t == q, 1e-5, "u%u.u%u = %g", t, q, uu);
+            cr_assert_float_eq(vv, t == q, 1e-5, "v%u.v%u = %g", t, q, vv);
+        }
+    }
+    float *r = calloc(n, sizeof *r);
+    for (uint32_t t = 0; t < 4; t++)
+        for (size_t i = 0; i < rows; i++)
+            for (size_t j = 0; j < cols; j++)
+                r[i * cols + j] += sv.s[t] * sv.u[t * rows + i] * sv.v[t * cols + j];
+    cr_assert_lt(rel_mse(d, r, n), 1e-10, "rank 4 rebuilt: %g", rel_mse(d, r, n));
+    free(r);
+    free(mem);
+    free(d);
+}
+
+/* rows x cols with singular values 0.8^t (random, nearly orthogonal directions) */
+static float *decaying(size_t rows, size_t cols, uint64_t seed)
+{
+    size_t k = TVS_MIN(rows, cols);
+    float *a = malloc(rows * sizeof *a), *b = malloc(cols * sizeof *b);
+    float *d = calloc(rows * cols, sizeof *d);
+    for (size_t t = 0; t < k; t++) {
+        fill_gauss(a, rows, 1.0 / sqrt((double)rows), seed + 2 * t);
+        fill_gauss(b, cols, pow(0.8, (double)t) / sqrt((double)cols), seed + 2 * t + 1);
+        for (size_t i = 0; i < rows; i++)
+            for (size_t j = 0; j < cols; j++)
+                d[i * cols + j] += a[i] * b[j];
+    }
+    free(a);
+    free(b);
+    return d;
+}
+
+Test(lossy, lowrankq_spends_about_its_rate_and_its_error_falls_as_the_rate_rises)
+{
+    size_t rows = 128, cols = 96, n = rows * cols;
+    float *d = decaying(rows, cols, 300);
+    static const float rates[] = { 0.25f, 0.5f, 1.0f, 2.0f };
+    double prev = 1;
+    for (size_t i = 0; i < sizeof rates / sizeof *rates; i++) {
+        tvs_lossy_params p = { .codec = TVS_LC_LOWRANKQ, .rows = 128, .cols = 96, .rank = 96,
+                               .rate = rates[i] };
+        size_t len;
+        float *dh = round_trip(&p, d, n, &len);
+        double e = rel_mse(d, dh, n);
+        cr_assert_leq(len, rates[i] * n / 8 + 16, "rate %g: %zu bytes", rates[i], len);
+        cr_assert_geq(len, rates[i] * n / 8 * 0.8, "rate %g: only %zu bytes", rates[i], len);
+        cr_assert_lt(e, prev * 0.7, "rate %g: error %g, %g at the rate before", rates[i], e,
+                     prev);
+        prev = e;
+        free(dh);
+    }
+    /* about 1 bit: far below what 1-bit blocks leave on the same data */
+    tvs_lossy_params one = { .codec = TVS_LC_LOWRANKQ, .rows = 128, .cols = 96, .rank = 96,
+                             .rate = 1.0f };
+    tvs_lossy_params b1 = bq(1, 64, 0);
+    float *a = round_trip(&one, d, n, NULL), *b = round_trip(&b1, d, n, NULL);
+    cr_assert_lt(rel_mse(d, a, n), rel_mse(d, b, n) / 4, "lowrankq %g, 1-bit blocks %g",
+                 rel_mse(d, a, n), rel_mse(d, b, n));
+    free(a);
+    free(b);
+    free(d);
+}
+
+Test(lossy, lowrankq_from_given_triplets_equals_lowrankq_computing_them)
+{
+    size_t rows = 40, cols = 72, n = rows * cols;
+    float *d = decaying(rows, cols, 400);
+    void *mem = malloc(tvs_lossy_svd_size(40, 72, 40));
+    tvs_lossy_svd_t sv;
+    tt_ok(tvs_lossy_svd(&sv, d, 40, 72, 40, mem));
+    tvs_lossy_params p = { .codec = TVS_LC_LOWRANKQ, .rows = 40, .cols = 72, .rank = 40,
+                           .rate = 1.5f, .unbiased = 1 };
+    size_t l1, l2;
+    uint8_t *a = enc(&l1, &p, d, n);
+    p.svd = &sv;
+    uint8_t *b = enc(&l2, &p, d, n);
+    cr_assert_eq(l1, l2);
+    cr_assert_arr_eq(a, b, l1);
+    /* bad triplets: another shape */
+    sv.rows = 41;
+    cr_assert_eq(tvs_lossy_unit_bound(&p, n, TVS_DTYPE_BF16), 0);
+    free(a);
+    free(b);
+    free(mem);
+    free(d);
+}
+
 /* ---- chunks and apply */
 
 typedef struct {
@@ -1197,6 +1309,8 @@ Test(lossy, encoding_is_deterministic_and_does_not_depend_on_simd)
         { .codec = TVS_LC_SPARSEQ, .density = 0.25f, .bits = 2, .block = 32, .flags = 2 },
         { .codec = TVS_LC_LOWRANK, .rows = 50, .cols = 60, .rank = 6,
           .factor_dtype = TVS_DTYPE_BF16 },
+        { .codec = TVS_LC_LOWRANKQ, .rows = 50, .cols = 60, .rank = 50, .rate = 1.0f,
+          .unbiased = 1 },
     };
     for (size_t t = 0; t < sizeof ps / sizeof *ps; t++) {
         size_t l1, l2, l3;
@@ -1409,7 +1523,7 @@ Test(lossy, apply_rejects_bad_framing)
         { 1, 2, { 4, 5 }, { 0, 0 }, 0, 8, "past the chunk" },
         { 1, 2, { 4, 3 }, { 0, 0 }, 0, 8, "cover 7 of 8" },
         { 1, 1, { 0 }, { 0 }, 0, 8, "0 elements" },
-        { 1, 1, { 8 }, { 6 }, 0, 8, "unknown codec 6" },
+        { 1, 1, { 8 }, { 7 }, 0, 8, "unknown codec 7" },
         { 1, 1, { 8 }, { 0 }, -1.0f, 8, "err or norm" },
         { 1, 1, { 8 }, { 0 }, NAN, 8, "err or norm" },
         { 1, 3, { 2, 2, 2 }, { 0, 0, 0 }, 0, 2, "3 units for 2 elements" },
@@ -1607,6 +1721,75 @@ Test(lossy, blockq_bodies_that_break_a_rule_are_corrupt)
     tvs_buf_dispose(&b);
 }
 
+Test(lossy, lowrankq_decodes_to_the_scaled_product_of_its_dequantized_factors)
+{
+    /* 4 x 5, rank 2: U's columns, then V's rows, each an 8-bit body */
+    tvs_buf b = TVS_BUF_INIT;
+    tt_ok(tvs_buf_put_le32(&b, 4));
+    tt_ok(tvs_buf_put_le32(&b, 5));
+    tt_ok(tvs_buf_put_le32(&b, 2));
+    put_f32(&b, 0.75f);
+    float u[2][4], v[2][5];
+    static const float mul[4] = { 0.5f, -0.25f, 2.0f, 0.125f };
+    static const uint8_t last[4] = { 200, 7, 255, 0 };
+    for (int t = 0; t < 4; t++) {
+        size_t m = t < 2 ? 4 : 5;
+        put_body(&b, 8, 8, 0, mul[t], m, 0x3c00, last[t]);
+        for (size_t i = 0; i < m; i++) {
+            float q = (float)(i + 1 < m ? 0x55 : last[t]) - 127.5f;
+            if (t < 2)
+                u[t][i] = mul[t] * (1.0f * q + 0.0f);
+            else
+                v[t - 2][i] = mul[t] * (1.0f * q + 0.0f);
+        }
+    }
+    float dh[20];
+    tt_ok(tvs_lossy_unit_decode(dh, 20, TVS_LC_LOWRANKQ, (tvs_span){ b.ptr, b.len }));
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 5; j++) {
+            float acc = 0;
+            acc = acc + u[0][i] * v[0][j];
+            acc = acc + u[1][i] * v[1][j];
+            cr_assert_eq(dh[i * 5 + j], 0.75f * acc, "(%d, %d): %g", i, j, (double)dh[i * 5 + j]);
+        }
+    tvs_lossy_unit lu = { 20, 0, 0, TVS_LC_LOWRANKQ, { b.ptr, b.len } };
+    char s[80];
+    tt_ok(tvs_lossy_unit_describe(s, sizeof s, &lu));
+    cr_assert_str_eq(s, "rank=2 bits=8 4x5");
+    tvs_buf_dispose(&b);
+}
+
+static void lrq_case(uint32_t rows, uint32_t cols, uint32_t rank, size_t n, uint8_t bits,
+                     float mul, uint16_t scale, int cut, const char *rule)
+{
+    tvs_buf b = TVS_BUF_INIT;
+    tt_ok(tvs_buf_put_le32(&b, rows));
+    tt_ok(tvs_buf_put_le32(&b, cols));
+    tt_ok(tvs_buf_put_le32(&b, rank));
+    put_f32(&b, 1);
+    for (uint32_t t = 0; t < 2 * TVS_MIN(rank, 4); t++)
+        put_body(&b, bits, 8, 0, mul, t < rank ? rows : cols, scale, 0);
+    if (cut > 0)
+        b.len -= (size_t)cut;
+    else if (cut < 0)
+        tt_ok(tvs_buf_put_u8(&b, 0));
+    expect_corrupt(TVS_LC_LOWRANKQ, &b, n, rule);
+    tvs_buf_dispose(&b);
+}
+
+Test(lossy, lowrankq_payloads_that_break_a_rule_are_corrupt)
+{
+    lrq_case(4, 5, 1, 21, 2, 1, 0x3c00, 0, "lowrankq shape 4x5 does not hold 21 elements");
+    lrq_case(4, 5, 0, 20, 2, 1, 0x3c00, 0, "lowrankq rank 0 not in 1..1024");
+    lrq_case(4, 5, 3, 20, 2, 1, 0x3c00, 0, "factors hold 27 values, more than the unit's 20");
+    lrq_case(4, 5, 2, 20, 9, 1, 0x3c00, 0, "blockq bits 9");
+    lrq_case(4, 5, 2, 20, 2, 1, 0x3c00, 1, "truncated");
+    lrq_case(4, 5, 2, 20, 2, 1, 0x3c00, -1, "trailing");
+    lrq_case(4, 5, 2, 20, 2, 1, 0x7c00, 0, "blockq scale of block 0 is not finite");
+    lrq_case(4, 5, 2, 20, 8, 3e38f, 0x7bff, 0, "lowrankq U factor value 0 is not finite");
+    lrq_case(4, 5, 2, 20, 2, 1, 0x3c00, 20, "lowrankq factor bodies truncated");
+}
+
 Test(lossy, lowrank_payloads_that_break_a_rule_are_corrupt)
 {
     struct {
@@ -1660,7 +1843,7 @@ Test(lossy, unit_decode_refuses_unknown_codecs_and_bad_sizes)
     float d[4];
     uint8_t p[4] = { 0 };
     tt_fails(tvs_lossy_unit_decode(d, 4, TVS_LC_COUNT, (tvs_span){ p, 4 }), TVS_ECORRUPT);
-    tt_msg_has("unknown unit codec 6");
+    tt_msg_has("unknown unit codec 7");
     tt_fails(tvs_lossy_unit_decode(d, 0, TVS_LC_ZERO, (tvs_span){ p, 0 }), TVS_ECORRUPT);
     tt_fails(tvs_lossy_unit_decode(d, 4, TVS_LC_ZERO, (tvs_span){ p, 1 }), TVS_ECORRUPT);
     tt_msg_has("trailing");
@@ -1747,6 +1930,8 @@ Test(lossy, golden_encodings_never_change)
         { { .codec = TVS_LC_LOWRANK, .rows = 32, .cols = 64, .rank = 4,
             .factor_dtype = TVS_DTYPE_BF16 },
           "e4d6493f1efc957e5ba6b2bd387fec34" },
+        { { .codec = TVS_LC_LOWRANKQ, .rows = 32, .cols = 64, .rank = 21, .rate = 1.0f },
+          "3aee6e01ea47fdb4e76c1c8b5a150607" },
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         size_t len;
