@@ -550,6 +550,20 @@ static int decide(imp *m, int max_chain, size_t *matched)
 /* ---- jobs */
 
 /* Elements per row: the product of all but the first dimension. */
+/*
+ * The model's output head (Hugging Face `lm_head.weight`, GGUF-style
+ * `output.weight`): it writes the logits, so its error reaches the loss
+ * directly.
+ */
+static int is_output_head(const char *name)
+{
+    if (!name)
+        return 0;
+    size_t n = strlen(name);
+    return !strcmp(name, "lm_head.weight") || !strcmp(name, "output.weight") ||
+           (n > 15 && !strcmp(name + n - 15, ".lm_head.weight"));
+}
+
 static uint64_t tensor_cols(const tvs_tensor_obj *t)
 {
     uint64_t cols = 1;
@@ -605,6 +619,8 @@ static int plan_jobs(imp *m)
                 jb->n_units = tvs__lossy_units(m->units + m->n_units,
                                                (uint64_t)c * (CH / w), jb->len / w,
                                                tensor_cols(&tb->t));
+                for (uint32_t k = 0; k < jb->n_units; k++)
+                    m->units[m->n_units + k].head = is_output_head(tb->name);
                 m->n_units += jb->n_units;
             }
             int rc = 0;
@@ -817,6 +833,8 @@ choose:
     for (size_t k = 0; k < m->n_units; k++) {
         tvs__lunit *u = &m->units[k];
         u->weight = u->norm2 > 0 ? u->n / u->norm2 : 1;
+        if (u->head)
+            u->weight *= TVS__LHEAD_WEIGHT;
     }
     for (size_t k = 0; k < m->n_units; k++)
         order[k] = &m->units[k];

@@ -521,8 +521,7 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
               top >= LRQ_MIN_SHARE * total;
     }
     if ((lr_rank[0] || lrq) && n_units > 1 && !any_odd) {
-        units[0].n = (uint32_t)n;
-        units[0].norm2 = 0;
+        units[0].n = (uint32_t)n;   /* keeps its own energy, and adds the others' */
         unnz[0] = nnz;
         for (uint32_t k = 1; k < n_units; k++) {
             units[0].norm2 += units[k].norm2;

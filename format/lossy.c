@@ -946,6 +946,73 @@ static inline __attribute__((always_inline)) void lr_accum(float *o, size_t sl, 
     }
 }
 
+/*
+ * Four whole output rows at once from the dequantized (aligned) factors of a
+ * LOWRANKQ unit:
+ * each row of V is read once for the four, two ranks per pass over them.
+ * Every element still sums its products in rank order: the same bits as
+ * lr_accum one row at a time.
+ */
+static void lr_rows4_f32(float *out, size_t cols, const float *u, const float *v, uint32_t rank,
+                         float scale)
+{
+    for (size_t j = 0; j < cols; j += STRIP) {
+        const size_t sl = TVS_MIN(cols - j, STRIP);
+        float *restrict o0 = out + j, *restrict o1 = o0 + cols, *restrict o2 = o1 + cols;
+        float *restrict o3 = o2 + cols;
+        const float *u0 = u, *u1 = u0 + rank, *u2 = u1 + rank, *u3 = u2 + rank;
+        for (size_t x = 0; x < sl; x++)
+            o0[x] = o1[x] = o2[x] = o3[x] = 0.0f;
+        uint32_t r = 0;
+        for (; r + 2 <= rank; r += 2) {
+            const float *restrict va = v + (size_t)r * cols + j, *restrict vb = va + cols;
+            const float a0 = u0[r], a1 = u1[r], a2 = u2[r], a3 = u3[r];
+            const float b0 = u0[r + 1], b1 = u1[r + 1], b2 = u2[r + 1], b3 = u3[r + 1];
+            size_t x = 0;
+#if defined(__SSE2__)
+            const __m128 A0 = _mm_set1_ps(a0), A1 = _mm_set1_ps(a1), A2 = _mm_set1_ps(a2);
+            const __m128 A3 = _mm_set1_ps(a3), B0 = _mm_set1_ps(b0), B1 = _mm_set1_ps(b1);
+            const __m128 B2 = _mm_set1_ps(b2), B3 = _mm_set1_ps(b3);
+            for (; x + 4 <= sl; x += 4) {
+                const __m128 p = _mm_loadu_ps(va + x), q = _mm_loadu_ps(vb + x);
+#define ROW4(o, A, B)                                                                   \
+    _mm_storeu_ps(o + x, _mm_add_ps(_mm_add_ps(_mm_loadu_ps(o + x), _mm_mul_ps(A, p)), \
+                                    _mm_mul_ps(B, q)))
+                ROW4(o0, A0, B0);
+                ROW4(o1, A1, B1);
+                ROW4(o2, A2, B2);
+                ROW4(o3, A3, B3);
+#undef ROW4
+            }
+#endif
+            for (; x < sl; x++) {
+                const float p = va[x], q = vb[x];
+                o0[x] = (o0[x] + a0 * p) + b0 * q;
+                o1[x] = (o1[x] + a1 * p) + b1 * q;
+                o2[x] = (o2[x] + a2 * p) + b2 * q;
+                o3[x] = (o3[x] + a3 * p) + b3 * q;
+            }
+        }
+        for (; r < rank; r++) {
+            const float *restrict va = v + (size_t)r * cols + j;
+            const float a0 = u0[r], a1 = u1[r], a2 = u2[r], a3 = u3[r];
+            for (size_t x = 0; x < sl; x++) {
+                const float p = va[x];
+                o0[x] = o0[x] + a0 * p;
+                o1[x] = o1[x] + a1 * p;
+                o2[x] = o2[x] + a2 * p;
+                o3[x] = o3[x] + a3 * p;
+            }
+        }
+        for (size_t x = 0; x < sl; x++) {
+            o0[x] = scale * o0[x];
+            o1[x] = scale * o1[x];
+            o2[x] = scale * o2[x];
+            o3[x] = scale * o3[x];
+        }
+    }
+}
+
 static void lowrank_rows(udec *d, float *out, size_t m)
 {
     float urow[TVS_LOSSY_MAX_RANK];
@@ -953,6 +1020,14 @@ static void lowrank_rows(udec *d, float *out, size_t m)
     size_t t = 0;
     while (t < m) {
         size_t i = d->pos / d->cols, j0 = d->pos % d->cols;
+        if (d->fac && j0 == 0 && m - t >= 4 * (size_t)d->cols &&
+            tvs__lossy_simd) {
+            lr_rows4_f32(out + t, d->cols, (const float *)(const void *)d->u + i * d->rank,
+                         (const float *)(const void *)d->v, d->rank, d->scale);
+            t += 4 * (size_t)d->cols;
+            d->pos += 4 * (size_t)d->cols;
+            continue;
+        }
         size_t len = TVS_MIN(m - t, d->cols - j0);
         fac_load(urow, d->u + (size_t)i * d->rank * d->fw, d->rank, d->fdt);
         for (size_t j = 0; j < len; j += STRIP) {

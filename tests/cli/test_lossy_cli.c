@@ -202,9 +202,23 @@ Test(lossy_cli, bits_budget_is_met_and_error_falls_with_bits)
             cr_assert(err < 0.4, "1 bit: relative error %.4f", err);
             json_t *units = run_json("show", as, "--units", "--json"), *u;
             size_t k, lrq = 0;
-            json_array_foreach(units, k, u)
-                lrq += !strcmp(json_string_value(json_object_get(u, "codec")), "lowrankq");
+            double head = -1, head_bits = 0, others = 2;
+            json_array_foreach(units, k, u) {
+                int is_lrq = !strcmp(json_string_value(json_object_get(u, "codec")), "lowrankq");
+                lrq += is_lrq;
+                if (!strcmp(json_string_value(json_object_get(u, "tensor")), "lm_head.weight")) {
+                    head = num(u, "rel_error");
+                    head_bits = num(u, "bits_per_param");
+                }
+                else if (is_lrq)
+                    others = fmin(others, num(u, "rel_error"));
+            }
             cr_assert(lrq >= 28, "%zu of %zu units are lowrankq", lrq, json_array_size(units));
+            /* the output head counts more in the allocation (it writes the logits):
+             * counted like any other unit, it got 0.48 bits per parameter here */
+            cr_assert(head >= 0 && head < 0.6 * others && head_bits >= 0.6,
+                      "lm_head: relative error %.4f at %.3f bits, the other low-rank units' "
+                      "least %.4f", head, head_bits, others);
             json_decref(units);
         }
         free(as);
