@@ -89,27 +89,52 @@ static double sq_dist(const float *a, const float *b, size_t n)
     return total;
 }
 
-/* Entries that are not +-0 (compared as bits: vectorizable). */
+static inline float u2f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Entries that are not +-0 (compared as bits: vectorizable, 32-bit counts). */
 static size_t count_nonzero(const float *x, size_t n)
 {
     size_t z = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        z += (u & 0x7fffffffu) != 0;
+    for (size_t at = 0; at < n; at += 1u << 20) {
+        size_t len = TVS_MIN(n - at, 1u << 20);
+        uint32_t c = 0;
+        for (size_t i = 0; i < len; i++) {
+            uint32_t u;
+            memcpy(&u, &x[at + i], 4);
+            c += (u & 0x7fffffffu) != 0;
+        }
+        z += c;
     }
     return z;
 }
 
-/* w->ft, w->base and w->d = ft - base for @p n elements; returns the nonzeros of d. */
+/*
+ * w->ft = ft and w->d = ft - base, as f32, for @p n elements; returns the
+ * nonzeros of d. BF16 (the common dtype) in one pass.
+ */
 static size_t load_delta(tvs__lworker *w, const uint8_t *ft, const uint8_t *base, tvs_dtype dt,
                          size_t n)
 {
-    tvs_dtype_to_f32(w->ft, ft, n, dt);
-    tvs_dtype_to_f32(w->base, base, n, dt);
-    for (size_t i = 0; i < n; i++)
-        w->d[i] = w->ft[i] - w->base[i];
-    return count_nonzero(w->d, n);
+    float *restrict f = w->ft, *restrict d = w->d;
+    if (dt == TVS_DTYPE_BF16) {
+        for (size_t i = 0; i < n; i++) {
+            float x = u2f((uint32_t)(ft[2 * i] | ft[2 * i + 1] << 8) << 16);
+            f[i] = x;
+            d[i] = x - u2f((uint32_t)(base[2 * i] | base[2 * i + 1] << 8) << 16);
+        }
+    } else {
+        const float *restrict b = w->base;
+        tvs_dtype_to_f32(f, ft, n, dt);
+        tvs_dtype_to_f32(w->base, base, n, dt);
+        for (size_t i = 0; i < n; i++)
+            d[i] = f[i] - b[i];
+    }
+    return count_nonzero(d, n);
 }
 
 /* ---- units */
@@ -271,14 +296,17 @@ static int dbl_desc(const void *a, const void *b)
 }
 
 /*
- * The rank r (<= m/2) whose sampled rows leave at most a share @p left of
- * their energy, for the rows [0, rows) of @p d (cols elements each); 0 if
- * none.
+ * For each share left[i] (i < n_left), the rank r (<= m/2) whose sampled
+ * rows leave at most that share of their energy, for the rows [0, rows) of
+ * @p d (cols elements each); 0 if none.
  */
-static unsigned lowrank_probe(const float *d, uint32_t rows, uint32_t cols, double left)
+static void lowrank_probe(unsigned *rank, const double *left, int n_left, const float *d,
+                          uint32_t rows, uint32_t cols)
 {
+    for (int i = 0; i < n_left; i++)
+        rank[i] = 0;
     if (rows < 8 || cols < 8)
-        return 0;
+        return;
     /* rows that changed at all (a matrix with few changed rows has few
      * components, but evenly spaced rows would mostly be unchanged ones) */
     static _Thread_local uint32_t live[1u << 16];
@@ -292,7 +320,7 @@ static unsigned lowrank_probe(const float *d, uint32_t rows, uint32_t cols, doub
             live[n_live++] = i;
     }
     if (n_live < 8)
-        return 0;
+        return;
     unsigned m = n_live < LR_ROWS ? n_live : LR_ROWS;
     double g[LR_ROWS * LR_ROWS], ev[LR_ROWS];
     static _Thread_local float r[LR_ROWS][LR_COLS];
@@ -322,16 +350,19 @@ static unsigned lowrank_probe(const float *d, uint32_t rows, uint32_t cols, doub
     for (unsigned i = 0; i < m; i++)
         total += g[i * m + i];
     if (total <= 0)
-        return 0;
+        return;
     jacobi_eigenvalues(g, m, ev);
     qsort(ev, m, sizeof *ev, dbl_desc);
-    double left_e = total;
-    for (unsigned k = 0; k < m / 2; k++) {
-        left_e -= ev[k];
-        if (left_e <= left * total)
-            return k + 1;
+    for (int i = 0; i < n_left; i++) {
+        double left_e = total;
+        for (unsigned k = 0; k < m / 2; k++) {
+            left_e -= ev[k];
+            if (left_e <= left[i] * total) {
+                rank[i] = k + 1;
+                break;
+            }
+        }
     }
-    return 0;
 }
 
 static int cand_cmp(const void *a, const void *b)
@@ -473,8 +504,7 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
     unsigned lr_rank[2] = { 0, 0 };
     if (rows_ok && nnz) {
         static const double left[2] = { 0.0025, 0.001 };
-        for (int i = 0; i < 2; i++)
-            lr_rank[i] = lowrank_probe(w->d, (uint32_t)(n / cols), cols, left[i]);
+        lowrank_probe(lr_rank, left, 2, w->d, (uint32_t)(n / cols), cols);
     }
     if (lr_rank[0] && n_units > 1 && !any_odd) {
         units[0].n = (uint32_t)n;

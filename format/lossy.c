@@ -1799,6 +1799,29 @@ static inline void bw_put(bitw *w, uint32_t v, unsigned bits)
     }
 }
 
+/* @p cnt indices of @p bits each: eight (or four) at a time while they fit in
+ * one put of at most 32 bits, the same stream as one put each. */
+static void bw_put_all(bitw *w, const uint8_t *q, size_t cnt, unsigned bits)
+{
+    size_t i = 0;
+    if (bits <= 4)
+        for (; i + 8 <= cnt; i += 8) {
+            uint32_t v = 0;
+            for (unsigned l = 0; l < 8; l++)
+                v |= (uint32_t)q[i + l] << (l * bits);
+            bw_put(w, v, 8 * bits);
+        }
+    else
+        for (; i + 4 <= cnt; i += 4) {
+            uint32_t v = 0;
+            for (unsigned l = 0; l < 4; l++)
+                v |= (uint32_t)q[i + l] << (l * bits);
+            bw_put(w, v, 4 * bits);
+        }
+    for (; i < cnt; i++)
+        bw_put(w, q[i], bits);
+}
+
 static uint8_t *bw_end(bitw *w)
 {
     for (; w->n > 0; w->n = w->n > 8 ? w->n - 8 : 0) {
@@ -1806,6 +1829,51 @@ static uint8_t *bw_end(bitw *w)
         w->acc >>= 8;
     }
     return w->p;
+}
+
+/* The largest |x[i]|: f32 lanes, exact in any order (the inputs are finite). */
+static float absmax(const float *x, size_t n)
+{
+    float mx[8] = { 0 }, r = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (unsigned l = 0; l < 8; l++) {
+            float a = fabsf(x[i + l]);
+            mx[l] = a > mx[l] ? a : mx[l];
+        }
+    for (; i < n; i++)
+        mx[0] = fabsf(x[i]) > mx[0] ? fabsf(x[i]) : mx[0];
+    for (unsigned l = 0; l < 8; l++)
+        r = mx[l] > r ? mx[l] : r;
+    return r;
+}
+
+/*
+ * The starting step of one block, its values y = x - c: 2 mean |y| for one
+ * bit, the largest |y| over the outer level for wide steps, else the
+ * Gaussian step times the RMS. Sums in f64, in index order.
+ */
+static double block_step(const float *x, size_t len, double c, unsigned bits, int wide)
+{
+    double acc = 0;
+    if (bits == 1) {
+        for (size_t i = 0; i < len; i++)
+            acc += fabs(x[i] - c);
+        return 2 * acc / (double)len;
+    }
+    if (wide) {
+        if (c == 0)   /* y = x, and f64 holds every f32: the f32 maximum is the same */
+            acc = absmax(x, len);
+        else
+            for (size_t i = 0; i < len; i++)
+                acc = TVS_MAX(acc, fabs(x[i] - c));
+        return acc / ((double)((1u << bits) - 1) * 0.5);
+    }
+    for (size_t i = 0; i < len; i++) {
+        double y = x[i] - c;
+        acc += y * y;
+    }
+    return gauss_step[bits] * sqrt(acc / (double)len);
 }
 
 /*
@@ -1840,19 +1908,14 @@ static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_p
     for (size_t b = 0; b < nb; b++) {
         const float *xb = x + b * block;
         size_t len = TVS_MIN(m - b * block, block);
-        double sum = 0, sq = 0, ab = 0, mx = 0;
-        for (size_t i = 0; i < len; i++)
-            sum += xb[i];
-        double c = f->zp ? sum / (double)len : 0;
-        for (size_t i = 0; i < len; i++) {
-            double y = xb[i] - c;
-            sq += y * y;
-            ab += fabs(y);
-            mx = TVS_MAX(mx, fabs(y));
+        double c = 0;
+        if (f->zp) {
+            double sum = 0;
+            for (size_t i = 0; i < len; i++)
+                sum += xb[i];
+            c = sum / (double)len;
         }
-        double step = bits == 1 ? 2 * ab / (double)len
-                      : wide   ? mx / ((double)((1u << bits) - 1) * 0.5)
-                               : gauss_step[bits] * sqrt(sq / (double)len);
+        double step = block_step(xb, len, c, bits, wide);
         f->sc[b] = (float)step;
         f->zs[b] = (float)c;
         top_step = TVS_MAX(top_step, step);
@@ -1870,6 +1933,8 @@ static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_p
     }
     bq_q c = { f->mul, 1.0f / f->mul, 0, 0, 0, (float)((1u << bits) - 1) * 0.5f,
                (float)((1u << bits) - 1), NULL, NULL, 1u << bits };
+    /* the uniform fit's error matters only against a codebook's */
+    const int cb = want_cb(p);
     double err_u = 0;
     for (size_t b = 0; b < nb; b++) {
         const float *xb = x + b * block;
@@ -1882,10 +1947,10 @@ static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_p
             for (size_t i = 0; i < len; i++)
                 ab += fabs((double)(xb[i] * c.inv_mul - c.z));
             bq_q_set(&c, f16round((float)(2 * ab / (double)len)));
-            e = bq_eval(&c, xb, len).err;
+            e = cb ? bq_eval(&c, xb, len).err : 0;
         } else if (wide) {
             bq_q_set(&c, f16round(step0));
-            e = bq_eval(&c, xb, len).err;
+            e = cb ? bq_eval(&c, xb, len).err : 0;
         } else {
             bq_fit_block(&c, xb, len, step0, &e);
         }
@@ -1893,7 +1958,7 @@ static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_p
         f->zs[b] = c.z;
         err_u += e;
     }
-    if (!want_cb(p))
+    if (!cb)
         return bq_size(m, bits, block, f->zp, 0);
     /* a codebook (weighted Lloyd from the uniform levels), the scales refit
      * to it (trial scales in sc_cb), kept only if the total error is lower */
@@ -1974,9 +2039,16 @@ static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x, double *do
                 q[i] = (uint8_t)(int)(t + 0.5f);
             }
         }
-        for (size_t i = 0; i < len; i++)
-            bw_put(&w, q[i], bits);
-        if (dot) {
+        bw_put_all(&w, q, len, bits);
+        if (dot && !f->cb) {   /* bq_level, uniform, in four lanes */
+            const float mul = c.mul, sc = c.s, z = c.z, h = c.half;
+            size_t i = 0;
+            for (; i + 4 <= len; i += 4)
+                for (unsigned l = 0; l < 4; l++)
+                    acc[l] += (double)(mul * (sc * ((float)q[i + l] - h) + z)) * xb[i + l];
+            for (; i < len; i++)
+                acc[i % 4] += (double)(mul * (sc * ((float)q[i] - h) + z)) * xb[i];
+        } else if (dot) {
             const float mul = c.mul, sc = c.s, z = c.z;
             for (size_t i = 0; i < len; i++)
                 acc[i % 4] += (double)(mul * (sc * bq_level(&c, q[i]) + z)) * xb[i];
@@ -2315,16 +2387,25 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
     case TVS_LC_SPARSEQ: {
         uint32_t *keys = take(&cv, n * 4);
         uint64_t *kb = take(&cv, ceil8(n) + 8);
-        top_k(kb, keys, d, n, k);
-        mask_choice mc = mask_choose(kb, n, k);
-        float *vals = (float *)keys, *work = NULL;
-        size_t j = 0;
+        mask_choice mc = { TVS_MASK_ALL, 0 };
+        const float *vals = d;
+        float *work = NULL;
         double sum = 0;
-        for (size_t i = 0; i < n; i++)
-            if (kept_at(kb, i)) {
-                vals[j++] = d[i];
+        if (k == n) {   /* every entry: no selection, no copy */
+            for (size_t i = 0; i < n; i++)
                 sum += fabs((double)d[i]);
-            }
+        } else {
+            float *kept = (float *)keys;
+            size_t j = 0;
+            top_k(kb, keys, d, n, k);
+            mc = mask_choose(kb, n, k);
+            for (size_t i = 0; i < n; i++)
+                if (kept_at(kb, i)) {
+                    kept[j++] = d[i];
+                    sum += fabs((double)d[i]);
+                }
+            vals = kept;
+        }
         if (p->codec == TVS_LC_SIGN) {
             need = 4 + MASK_HDR + mc.len + ceil8(k);
         } else {
@@ -2339,10 +2420,19 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
             dot = (double)sc * sum;   /* r = ±sc on the kept entries */
             scale_at = 0;
             o = mask_write(o + 4, kb, n, k, mc);
-            memset(o, 0, ceil8(k));
-            for (size_t t = 0; t < k; t++)
-                o[t / 8] |= (uint8_t)((vals[t] < 0) << (t % 8));
-            o += ceil8(k);
+            size_t t = 0;   /* a byte of sign bits at a time */
+            for (; t + 8 <= k; t += 8) {
+                unsigned byte = 0;
+                for (unsigned l = 0; l < 8; l++)
+                    byte |= (unsigned)(vals[t + l] < 0) << l;
+                *o++ = (uint8_t)byte;
+            }
+            if (t < k) {
+                unsigned byte = 0;
+                for (unsigned l = 0; t + l < k; l++)
+                    byte |= (unsigned)(vals[t + l] < 0) << l;
+                *o++ = (uint8_t)byte;
+            }
         } else {
             o = mask_write(o, kb, n, k, mc);
             scale_at = (size_t)(o - dst) + BQ_HDR - 4;
