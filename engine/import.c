@@ -70,6 +70,7 @@ typedef struct {
     uint64_t off;              /* file offset of the bytes (files on disk) */
     tvs_tensor_chain *src;     /* diff: the source tensor's chain */
     tvs_tensor_chain *other;   /* DELTA: the base tensor; REUSE: the reused one */
+    int keep;                  /* LOSSY, a later --bits pass: its chunks stand */
 } tensor_build;
 
 typedef struct {
@@ -81,6 +82,7 @@ typedef struct {
     uint32_t n_units;
     tvs_chunk_plan other;      /* DELTA, LOSSY: base chunk; VERIFY: the stored chunk */
     tvs_chunk_plan src;        /* diff: the source chunk */
+    size_t stored;             /* LOSSY: bytes of the chunk last written */
 } job;
 
 typedef struct {
@@ -694,7 +696,12 @@ static int run_job(void *payload, int worker, size_t j, uint8_t *slot, size_t ca
                    size_t *len)
 {
     imp *m = payload;
-    return do_job(m, worker, &m->jobs[j], &m->tensors[m->jobs[j].tensor], slot, cap, len);
+    const tensor_build *tb = &m->tensors[m->jobs[j].tensor];
+    if (tb->keep) {
+        *len = 0;
+        return 0;
+    }
+    return do_job(m, worker, &m->jobs[j], tb, slot, cap, len);
 }
 
 /* ---- lossy: measure every unit, then choose */
@@ -825,6 +832,30 @@ choose:
     return rc;
 }
 
+/*
+ * Before a later --bits pass: a lossy tensor whose every unit starts from
+ * the pick its last encoding started from would get the same chunks, ids
+ * and checksum again (encoding depends only on the picks and the bytes),
+ * so it keeps them, and its units their results, instead of encoding again.
+ */
+static void keep_unchanged(imp *m)
+{
+    for (size_t i = 0; i < m->n_tensors; i++)
+        m->tensors[i].keep = m->tensors[i].mode == MODE_LOSSY;
+    for (size_t j = 0; j < m->n_jobs; j++) {
+        const job *jb = &m->jobs[j];
+        for (uint32_t k = 0; jb->kind == JOB_LOSSY && k < jb->n_units; k++)
+            if (m->units[jb->unit0 + k].pick != m->units[jb->unit0 + k].from)
+                m->tensors[jb->tensor].keep = 0;
+    }
+    for (size_t j = 0; j < m->n_jobs; j++) {
+        const job *jb = &m->jobs[j];
+        for (uint32_t k = 0; jb->kind == JOB_LOSSY && m->tensors[jb->tensor].keep &&
+                             k < jb->n_units; k++)
+            m->units[jb->unit0 + k].pick = m->units[jb->unit0 + k].written;
+    }
+}
+
 static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t *written)
 {
     tvs__pipe *pipe = NULL;
@@ -851,6 +882,10 @@ static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t
         if (jb->kind == JOB_VERIFY)
             continue;
         tensor_build *tb = &m->tensors[jb->tensor];
+        if (tb->keep) {
+            m->own += jb->stored;
+            continue;
+        }
         if (jb->kind == JOB_LOSSY) {
             /* a lossy tensor's checksum is of its decoded bytes, in order */
             if (jb->chunk == 0)
@@ -872,6 +907,7 @@ static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t
         if (!existed)
             *written += len;
         m->own += len;
+        m->jobs[j].stored = len;
         batch += len;
         if (batch >= BATCH_BYTES) {
             rc = tvs_txn_commit(txn);
@@ -1297,6 +1333,8 @@ static int run(tvs_import_result *res, tvs_store *s, imp *m, const char *ref,
     for (int pass = 0;; pass++) {
         if ((rc = lossy_choose(m, cut, pass > 0)))
             goto out;
+        if (pass > 0)
+            keep_unchanged(m);
         m->own = 0;
         if ((rc = write_chunks(m, s, o, &res->written)))
             goto out;

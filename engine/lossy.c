@@ -747,6 +747,7 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
             (rc = grow((void **)&w->elems, &w->elems_cap, n * width)))
             return rc;
         size_t nnz = load_delta(w, uft, ubase, dt, n);
+        u->from = u->pick;
         for (uint8_t c = u->pick;; c++) {
             tvs_lossy_params pp = u->cand[c].p;
             const tvs_lossy_params *p = &pp;
@@ -782,7 +783,7 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
             if (max_err == 0 && rel * rel > 4 * est + 0.01 && c + 1 < u->n_cand &&
                 u->cand[c + 1].dist < u->cand[c].dist)
                 continue;
-            u->pick = c;
+            u->pick = u->written = c;
             u->err = (float)rel;
             u->codec = p->codec;
             u->bytes = (uint32_t)(bytes + TVS__LUNIT_HDR);
