@@ -629,22 +629,56 @@ static int plan_jobs(imp *m)
 /* a lossy chunk may be a little longer than the bytes it covers */
 #define SLOT_CAP (SLOT_ENC + tvs_chunk_bound(CH + (64u << 10)))
 
+/* The level of plan @p a from which its chunks (the same objects) and
+ * transforms are those of plan @p b, so it decodes to b's bytes; 0 if none. */
+static uint32_t plan_via(const tvs_chunk_plan *a, const tvs_chunk_plan *b)
+{
+    if (a->depth <= b->depth || a->raw_len != b->raw_len || a->dtype != b->dtype)
+        return 0;
+    uint32_t l = a->depth - b->depth;
+    for (uint32_t k = 0; k < b->depth; k++)
+        if (a->chunk[l + k].ptr != b->chunk[k].ptr || a->chunk[l + k].len != b->chunk[k].len ||
+            (k + 1 < b->depth && a->transform[l + k] != b->transform[k]))
+            return 0;
+    return l;
+}
+
+/*
+ * The job's source bytes into @p src and, unless it only encodes, the other
+ * chunk's into @p other. A stored source whose chain of bases runs through
+ * the other chunk (compress: a fine-tune stored as a delta of the base it
+ * is made lossy against) is rebuilt from the other's bytes, decoded once.
+ */
+static int load_job(const imp *m, tvs_codec_ctx *ctx, const job *jb, const tensor_build *tb,
+                    uint8_t *src, uint8_t *other, uint8_t *scratch, uint64_t off)
+{
+    const in_file *f = &m->files[tb->file];
+    uint32_t via = tb->src && jb->kind != JOB_ENCODE ? plan_via(&jb->src, &jb->other) : 0;
+    int rc;
+    if (jb->kind != JOB_ENCODE && (rc = tvs_chunk_plan_decode(other, scratch, &jb->other, ctx)))
+        return tvs__failctx(rc, "tensor \"%s\"", tb->name);
+    if (via) {
+        tvs_chunk_plan top = jb->src;   /* the levels above the other tensor */
+        top.depth = via + 1;
+        memcpy(src, other, jb->len);
+        return tvs_chunk_plan_apply(src, scratch, &top, ctx);
+    }
+    return tb->src ? tvs_chunk_plan_decode(src, scratch, &jb->src, ctx)
+                   : read_full(f->fd, src, jb->len, tb->off + off, f->path);
+}
+
 /* Read, transform and encode (or compare) one chunk; @p tb is its tensor. */
 static int do_job(const imp *m, int worker, const job *jb, const tensor_build *tb,
                   uint8_t *slot, size_t cap, size_t *len)
 {
-    const in_file *f = &m->files[tb->file];
     tvs_codec_ctx *ctx = m->ctx[worker];
     uint8_t *src = slot, *other = slot + SLOT_OTHER, *scratch = slot + SLOT_SCRATCH;
     uint64_t off = (uint64_t)jb->chunk *
                    (tb->mode == MODE_REUSE ? tb->other->t[0].chunk_size : CH);
-    int rc = tb->src ? tvs_chunk_plan_decode(src, scratch, &jb->src, ctx)
-                     : read_full(f->fd, src, jb->len, tb->off + off, f->path);
+    *len = 0;
+    int rc = load_job(m, ctx, jb, tb, src, other, scratch, off);
     if (rc)
         return rc;
-    *len = 0;
-    if (jb->kind != JOB_ENCODE && (rc = tvs_chunk_plan_decode(other, scratch, &jb->other, ctx)))
-        return tvs__failctx(rc, "tensor \"%s\"", tb->name);
     if (jb->kind == JOB_LOSSY) {
         /* the lossy chunk's bytes; the decoded elements replace the base's in other */
         tvs_buf *lb = &m->lbuf[worker];
@@ -728,12 +762,7 @@ static int analyze_job(void *payload, int worker, size_t j, uint8_t *slot, size_
     if (jb->kind != JOB_LOSSY)
         return 0;
     uint8_t *src = slot, *other = slot + SLOT_OTHER, *scratch = slot + SLOT_SCRATCH;
-    tvs_codec_ctx *ctx = m->ctx[worker];
-    int rc = tb->src ? tvs_chunk_plan_decode(src, scratch, &jb->src, ctx)
-                     : read_full(m->files[tb->file].fd, src, jb->len,
-                                 tb->off + (uint64_t)jb->chunk * CH, m->files[tb->file].path);
-    if (!rc)
-        rc = tvs_chunk_plan_decode(other, scratch, &jb->other, ctx);
+    int rc = load_job(m, m->ctx[worker], jb, tb, src, other, scratch, (uint64_t)jb->chunk * CH);
     if (!rc)
         rc = tvs__lossy_analyze(m->lw[worker], m->units + jb->unit0, jb->n_units, src, other,
                                 tb->t.dtype);
