@@ -1988,9 +1988,11 @@ static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_p
 
 /*
  * Write the body of @p f for the values @p x. With @p dot, also <r, x> in
- * f64 for the values r that decoding will give (bq_next's arithmetic).
+ * f64 for the values r that decoding will give (bq_next's arithmetic: r =
+ * mul * (scale * L[q] + zero)). With @p inner (m values), the bracket of
+ * each: decoding gives the stored mul times it.
  */
-static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x, double *dot)
+static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x, double *dot, float *inner)
 {
     const unsigned bits = f->bits, nlev = 1u << bits;
     *o++ = (uint8_t)bits;
@@ -2021,37 +2023,40 @@ static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x, double *do
                f->cb ? thr : NULL, nlev };
     bitw w = { o, 0, 0 };
     uint8_t q[TVS_BQ_MAX_BLOCK];
+    float in_b[TVS_BQ_MAX_BLOCK];
     double acc[4] = { 0 };
     for (size_t b = 0; b < f->nb; b++) {
         const float *xb = x + b * f->block;
         size_t len = TVS_MIN(f->m - b * f->block, f->block);
+        float *ib = inner ? inner + b * f->block : in_b;
         c.z = f->zs[b];
         bq_q_set(&c, f->sc[b]);
+        const float sc = c.s, z = c.z;
         if (f->cb) {
-            for (size_t i = 0; i < len; i++)
+            for (size_t i = 0; i < len; i++) {
                 q[i] = (uint8_t)bq_index(&c, xb[i] * c.inv_mul - c.z);
-        } else {   /* bq_index, uniform, in a loop the compiler vectorizes */
-            const float im = c.inv_mul, z = c.z, is = c.inv_s, h = c.half, top = c.top;
+                ib[i] = sc * c.lv[q[i]] + z;
+            }
+        } else {   /* bq_index and bq_level, uniform, in a loop the compiler vectorizes */
+            const float im = c.inv_mul, is = c.inv_s, h = c.half, top = c.top;
             for (size_t i = 0; i < len; i++) {
                 float t = (xb[i] * im - z) * is + h;
                 t = t > 0 ? t : 0;
                 t = t < top ? t : top;
-                q[i] = (uint8_t)(int)(t + 0.5f);
+                int qi = (int)(t + 0.5f);
+                q[i] = (uint8_t)qi;
+                ib[i] = sc * ((float)qi - h) + z;
             }
         }
         bw_put_all(&w, q, len, bits);
-        if (dot && !f->cb) {   /* bq_level, uniform, in four lanes */
-            const float mul = c.mul, sc = c.s, z = c.z, h = c.half;
+        if (dot) {   /* in four lanes */
+            const float mul = c.mul;
             size_t i = 0;
             for (; i + 4 <= len; i += 4)
                 for (unsigned l = 0; l < 4; l++)
-                    acc[l] += (double)(mul * (sc * ((float)q[i + l] - h) + z)) * xb[i + l];
+                    acc[l] += (double)(mul * ib[i + l]) * xb[i + l];
             for (; i < len; i++)
-                acc[i % 4] += (double)(mul * (sc * ((float)q[i] - h) + z)) * xb[i];
-        } else if (dot) {
-            const float mul = c.mul, sc = c.s, z = c.z;
-            for (size_t i = 0; i < len; i++)
-                acc[i % 4] += (double)(mul * (sc * bq_level(&c, q[i]) + z)) * xb[i];
+                acc[i % 4] += (double)(mul * ib[i]) * xb[i];
         }
     }
     if (dot)
@@ -2347,15 +2352,42 @@ static void rescale(uint8_t *at, double dot, double e)
         tvs_store_le32(at, f2u(t));
 }
 
-int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_lossy_params *p,
-                          const float *d, const uint8_t *ft, tvs_dtype dt, size_t n,
-                          void *scratch)
+/*
+ * What decoding gives, from the encoder's state: BLOCKQ and SPARSEQ values
+ * are the stored mul times the brackets in @p r (bq_write, the k kept ones
+ * first, then spread out from the back: the j-th kept entry never sits
+ * before j); SIGN values are +-scale (r unused).
+ */
+static void reconstruct(float *r, const tvs_lossy_params *p, const uint8_t *scale_at,
+                        const float *d, size_t n, const uint64_t *kb, size_t k)
+{
+    const float s = u2f(tvs_load_le32(scale_at));
+    if (p->codec == TVS_LC_SIGN) {
+        for (size_t i = 0; i < n; i++)
+            r[i] = k == n || kept_at(kb, i) ? (d[i] < 0 ? -s : s) : 0.0f;
+        return;
+    }
+    if (k == n) {
+        for (size_t i = 0; i < n; i++)
+            r[i] = s * r[i];
+        return;
+    }
+    for (size_t i = n, j = k; i-- > 0;)
+        r[i] = kept_at(kb, i) ? s * r[--j] : 0.0f;
+}
+
+static int unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_lossy_params *p,
+                       const float *d, const uint8_t *ft, tvs_dtype dt, size_t n, void *scratch,
+                       float *r)
 {
     int rc = check_params(p, n, dt);
     if (rc)
         return rc;
-    if (p->codec == TVS_LC_ZERO)
+    if (p->codec == TVS_LC_ZERO) {
+        if (r)
+            memset(r, 0, n * sizeof *r);
         return *written = 0, 0;
+    }
     if (p->codec == TVS_LC_VERBATIM) {
         size_t need = n * width_of(dt);
         if ((rc = need_cap(need, cap, p->codec)))
@@ -2374,19 +2406,21 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
     size_t need, k = tvs_lossy_keep_count(p->density, n), scale_at = SIZE_MAX;
     double dot = 0;   /* <r, d>, r the decoded unit: for params.unbiased */
     uint8_t *o = dst;
+    uint64_t *kb = NULL;
     bq_fit f;
     switch (p->codec) {
     case TVS_LC_BLOCKQ:
+        k = n;
         need = bq_fit_body(&f, d, n, p, take(&cv, bq_scratch(n, p->block)));
         if ((rc = need_cap(need, cap, p->codec)))
             return rc;
-        o = bq_write(o, &f, d, p->unbiased ? &dot : NULL);
+        o = bq_write(o, &f, d, p->unbiased ? &dot : NULL, r);
         scale_at = BQ_HDR - 4;   /* mul */
         break;
     case TVS_LC_SIGN:
     case TVS_LC_SPARSEQ: {
         uint32_t *keys = take(&cv, n * 4);
-        uint64_t *kb = take(&cv, ceil8(n) + 8);
+        kb = take(&cv, ceil8(n) + 8);
         mask_choice mc = { TVS_MASK_ALL, 0 };
         const float *vals = d;
         float *work = NULL;
@@ -2436,7 +2470,7 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
         } else {
             o = mask_write(o, kb, n, k, mc);
             scale_at = (size_t)(o - dst) + BQ_HDR - 4;
-            o = bq_write(o, &f, vals, p->unbiased ? &dot : NULL);   /* r = 0 elsewhere */
+            o = bq_write(o, &f, vals, p->unbiased ? &dot : NULL, r);   /* r = 0 elsewhere */
         }
         break;
     }
@@ -2458,5 +2492,26 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
     *written = (size_t)(o - dst);
     if (p->unbiased && scale_at != SIZE_MAX)
         rescale(dst + scale_at, dot, dot_with(d, d, n));
+    if (!r)
+        return 0;
+    if (p->codec == TVS_LC_LOWRANK) {
+        rc = tvs_lossy_unit_decode(r, n, p->codec, (tvs_span){ dst, *written });
+        return rc ? tvs__failctx(rc, "reconstruction") : 0;
+    }
+    reconstruct(r, p, dst + scale_at, d, n, kb, k);
     return 0;
+}
+
+int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_lossy_params *p,
+                          const float *d, const uint8_t *ft, tvs_dtype dt, size_t n,
+                          void *scratch)
+{
+    return unit_encode(dst, cap, written, p, d, ft, dt, n, scratch, NULL);
+}
+
+int tvs_lossy_unit_encode_r(uint8_t *dst, size_t cap, size_t *written, float *r,
+                            const tvs_lossy_params *p, const float *d, const uint8_t *ft,
+                            tvs_dtype dt, size_t n, void *scratch)
+{
+    return unit_encode(dst, cap, written, p, d, ft, dt, n, scratch, r);
 }
