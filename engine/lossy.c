@@ -73,15 +73,21 @@ static double sq_dist(const float *a, const float *b, size_t n)
     double total = 0;
     for (size_t at = 0; at < n; at += 256) {
         size_t len = n - at < 256 ? n - at : 256, j = 0;
+        const float *x = a + at, *y = b ? b + at : NULL;
         float acc[8] = { 0 };
-        for (; j + 8 <= len; j += 8)
-            for (int l = 0; l < 8; l++) {
-                float x = a[at + j + l] - (b ? b[at + j + l] : 0.0f);
-                acc[l] += x * x;
-            }
+        if (y)   /* two loops, so that each vectorizes */
+            for (; j + 8 <= len; j += 8)
+                for (int l = 0; l < 8; l++) {
+                    float t = x[j + l] - y[j + l];
+                    acc[l] += t * t;
+                }
+        else   /* x - 0 is x */
+            for (; j + 8 <= len; j += 8)
+                for (int l = 0; l < 8; l++)
+                    acc[l] += x[j + l] * x[j + l];
         for (; j < len; j++) {
-            float x = a[at + j] - (b ? b[at + j] : 0.0f);
-            acc[0] += x * x;
+            float t = x[j] - (y ? y[j] : 0.0f);
+            acc[0] += t * t;
         }
         total += (double)(((acc[0] + acc[1]) + (acc[2] + acc[3])) +
                           ((acc[4] + acc[5]) + (acc[6] + acc[7])));
@@ -113,26 +119,43 @@ static size_t count_nonzero(const float *x, size_t n)
     return z;
 }
 
-/*
- * w->ft = ft and w->d = ft - base, as f32, for @p n elements; returns the
- * nonzeros of d. BF16 (the common dtype) in one pass.
- */
-static size_t load_delta(tvs__lworker *w, const uint8_t *ft, const uint8_t *base, tvs_dtype dt,
-                         size_t n)
+/* BF16 element i as f32 bits. */
+static inline uint32_t bf16_at(const uint8_t *p, size_t i)
 {
-    float *restrict f = w->ft, *restrict d = w->d;
-    if (dt == TVS_DTYPE_BF16) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint16_t v;
+    memcpy(&v, p + 2 * i, 2);   /* a plain load: the loops below vectorize */
+    return (uint32_t)v << 16;
+#else
+    return (uint32_t)(p[2 * i] | p[2 * i + 1] << 8) << 16;
+#endif
+}
+
+/*
+ * d = ft - base as f32 for @p n elements, and ft itself into @p f unless it
+ * is NULL; @p tmp (n floats) is scratch for dtypes other than BF16 (which
+ * takes one pass). Returns the nonzeros of d.
+ */
+static size_t load_delta(float *d, float *f, float *tmp, const uint8_t *ft, const uint8_t *base,
+                         tvs_dtype dt, size_t n)
+{
+    if (dt == TVS_DTYPE_BF16 && f) {
+        float *restrict dd = d, *restrict ff = f;
         for (size_t i = 0; i < n; i++) {
-            float x = u2f((uint32_t)(ft[2 * i] | ft[2 * i + 1] << 8) << 16);
-            f[i] = x;
-            d[i] = x - u2f((uint32_t)(base[2 * i] | base[2 * i + 1] << 8) << 16);
+            float x = u2f(bf16_at(ft, i));
+            ff[i] = x;
+            dd[i] = x - u2f(bf16_at(base, i));
         }
-    } else {
-        const float *restrict b = w->base;
-        tvs_dtype_to_f32(f, ft, n, dt);
-        tvs_dtype_to_f32(w->base, base, n, dt);
+    } else if (dt == TVS_DTYPE_BF16) {
+        float *restrict dd = d;
         for (size_t i = 0; i < n; i++)
-            d[i] = f[i] - b[i];
+            dd[i] = u2f(bf16_at(ft, i)) - u2f(bf16_at(base, i));
+    } else {
+        float *x = f ? f : d;
+        tvs_dtype_to_f32(x, ft, n, dt);
+        tvs_dtype_to_f32(tmp, base, n, dt);
+        for (size_t i = 0; i < n; i++)
+            d[i] = x[i] - tmp[i];
     }
     return count_nonzero(d, n);
 }
@@ -476,16 +499,17 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
         n += units[k].n;
     if ((rc = ensure_floats(w, n)))
         return rc;
-    size_t nnz = load_delta(w, ft, base, dt, n);
-    /* per unit: energy and nonzeros */
-    size_t unnz[4096];
+    /* per unit, while it is in cache: the delta, its energy and nonzeros */
+    size_t unnz[4096], nnz = 0;
     if (n_units > 4096)
         return tvs__fail(TVS_EINVAL, "lossy: %u units in one chunk", n_units);
     uint8_t odd[4096];   /* non-finite values: stored exactly */
     int any_odd = 0;
     for (uint32_t k = 0, at = 0; k < n_units; at += units[k++].n) {
+        size_t z = load_delta(w->d + at, NULL, w->base + at, ft + (size_t)at * width,
+                              base + (size_t)at * width, dt, units[k].n);
         double e = sq_dist(w->d + at, NULL, units[k].n);
-        size_t z = count_nonzero(w->d + at, units[k].n);
+        nnz += z;
         odd[k] = !isfinite(e);
         any_odd |= odd[k];
         units[k].norm2 = odd[k] ? 0 : e;
@@ -745,7 +769,7 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
         if ((rc = ensure_floats(w, n)) ||
             (rc = grow((void **)&w->elems, &w->elems_cap, n * width)))
             return rc;
-        size_t nnz = load_delta(w, uft, ubase, dt, n);
+        size_t nnz = load_delta(w->d, w->ft, w->base, uft, ubase, dt, n);
         u->from = u->pick;
         for (uint8_t c = u->pick;; c++) {
             tvs_lossy_params pp = u->cand[c].p;
