@@ -1799,24 +1799,71 @@ static inline void bw_put(bitw *w, uint32_t v, unsigned bits)
     }
 }
 
-/* @p cnt indices of @p bits each: eight (or four) at a time while they fit in
- * one put of at most 32 bits, the same stream as one put each. */
+/*
+ * Eight indices of @p bits (< 8) each, q[0] lowest, as one 8·bits-bit value:
+ * the bytes of one load merged pairwise (SWAR), three times.
+ */
+static inline uint64_t pack8(const uint8_t *q, unsigned bits)
+{
+    uint64_t x;
+    memcpy(&x, q, 8);   /* little-endian: q[0] is the low byte */
+    x = (x & 0x00ff00ff00ff00ffull) | (x & 0xff00ff00ff00ff00ull) >> (8 - bits);
+    x = (x & 0x0000ffff0000ffffull) | (x & 0xffff0000ffff0000ull) >> (16 - 2 * bits);
+    return (x & 0xffffffffull) | (x >> 32) << (4 * bits);
+}
+
+/*
+ * acc[l] += (double)(mul * v) * x and sq[l] += (double)x * x in four lanes,
+ * l = i % 4, over the groups of four of @p len values; returns the values
+ * done. The SSE2 loop does the same, lane for lane.
+ */
+static size_t bq_sums(double *acc, double *sq, float mul, const float *v, const float *x,
+                      size_t len)
+{
+    size_t i = 0;
+#if defined(__SSE2__)
+    if (tvs__lossy_simd) {
+        const __m128 m = _mm_set1_ps(mul);
+        __m128d a0 = _mm_loadu_pd(acc), a1 = _mm_loadu_pd(acc + 2);
+        __m128d s0 = _mm_loadu_pd(sq), s1 = _mm_loadu_pd(sq + 2);
+        for (; i + 4 <= len; i += 4) {
+            __m128 xv = _mm_loadu_ps(x + i), r = _mm_mul_ps(m, _mm_loadu_ps(v + i));
+            __m128d x0 = _mm_cvtps_pd(xv), x1 = _mm_cvtps_pd(_mm_movehl_ps(xv, xv));
+            __m128d r0 = _mm_cvtps_pd(r), r1 = _mm_cvtps_pd(_mm_movehl_ps(r, r));
+            a0 = _mm_add_pd(a0, _mm_mul_pd(r0, x0));
+            a1 = _mm_add_pd(a1, _mm_mul_pd(r1, x1));
+            s0 = _mm_add_pd(s0, _mm_mul_pd(x0, x0));
+            s1 = _mm_add_pd(s1, _mm_mul_pd(x1, x1));
+        }
+        _mm_storeu_pd(acc, a0), _mm_storeu_pd(acc + 2, a1);
+        _mm_storeu_pd(sq, s0), _mm_storeu_pd(sq + 2, s1);
+        return i;
+    }
+#endif
+    for (; i + 4 <= len; i += 4)
+        for (unsigned l = 0; l < 4; l++) {
+            acc[l] += (double)(mul * v[i + l]) * x[i + l];
+            sq[l] += (double)x[i + l] * x[i + l];
+        }
+    return i;
+}
+
+/* @p cnt indices of @p bits each: eight at a time (in at most two puts of
+ * at most 32 bits), the same stream as one put each. */
 static void bw_put_all(bitw *w, const uint8_t *q, size_t cnt, unsigned bits)
 {
     size_t i = 0;
-    if (bits <= 4)
-        for (; i + 8 <= cnt; i += 8) {
-            uint32_t v = 0;
-            for (unsigned l = 0; l < 8; l++)
-                v |= (uint32_t)q[i + l] << (l * bits);
-            bw_put(w, v, 8 * bits);
-        }
+    if (bits == 8)
+        for (; i + 4 <= cnt; i += 4)
+            bw_put(w, tvs_load_le32(q + i), 32);
+    else if (bits <= 4)
+        for (; i + 8 <= cnt; i += 8)
+            bw_put(w, (uint32_t)pack8(q + i, bits), 8 * bits);
     else
-        for (; i + 4 <= cnt; i += 4) {
-            uint32_t v = 0;
-            for (unsigned l = 0; l < 4; l++)
-                v |= (uint32_t)q[i + l] << (l * bits);
-            bw_put(w, v, 4 * bits);
+        for (; i + 8 <= cnt; i += 8) {
+            uint64_t v = pack8(q + i, bits);
+            bw_put(w, (uint32_t)v, 32);
+            bw_put(w, (uint32_t)(v >> 32), 8 * bits - 32);
         }
     for (; i < cnt; i++)
         bw_put(w, q[i], bits);
@@ -1831,21 +1878,24 @@ static uint8_t *bw_end(bitw *w)
     return w->p;
 }
 
-/* The largest |x[i]|: f32 lanes, exact in any order (the inputs are finite). */
+/* The largest |x[i]| (the inputs are finite): the bits of |x| order like
+ * its values, so an integer maximum in lanes, which vectorizes. */
 static float absmax(const float *x, size_t n)
 {
-    float mx[8] = { 0 }, r = 0;
+    int32_t mx[8] = { 0 }, r = 0;
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         for (unsigned l = 0; l < 8; l++) {
-            float a = fabsf(x[i + l]);
+            int32_t a = (int32_t)(f2u(x[i + l]) & 0x7fffffffu);
             mx[l] = a > mx[l] ? a : mx[l];
         }
-    for (; i < n; i++)
-        mx[0] = fabsf(x[i]) > mx[0] ? fabsf(x[i]) : mx[0];
+    for (; i < n; i++) {
+        int32_t a = (int32_t)(f2u(x[i]) & 0x7fffffffu);
+        mx[0] = a > mx[0] ? a : mx[0];
+    }
     for (unsigned l = 0; l < 8; l++)
         r = mx[l] > r ? mx[l] : r;
-    return r;
+    return u2f((uint32_t)r);
 }
 
 /*
@@ -1989,10 +2039,12 @@ static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_p
 /*
  * Write the body of @p f for the values @p x. With @p dot, also <r, x> in
  * f64 for the values r that decoding will give (bq_next's arithmetic: r =
- * mul * (scale * L[q] + zero)). With @p inner (m values), the bracket of
- * each: decoding gives the stored mul times it.
+ * mul * (scale * L[q] + zero)), and |x|^2 into @p e2 as dot_with sums it
+ * when the block is a multiple of 4 (the lanes line up); with @p inner (m
+ * values), the bracket of each: decoding gives the stored mul times it.
  */
-static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x, double *dot, float *inner)
+static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x, double *dot, double *e2,
+                         float *inner)
 {
     const unsigned bits = f->bits, nlev = 1u << bits;
     *o++ = (uint8_t)bits;
@@ -2024,22 +2076,22 @@ static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x, double *do
     bitw w = { o, 0, 0 };
     uint8_t q[TVS_BQ_MAX_BLOCK];
     float in_b[TVS_BQ_MAX_BLOCK];
-    double acc[4] = { 0 };
+    double acc[4] = { 0 }, sq[4] = { 0 };
     for (size_t b = 0; b < f->nb; b++) {
         const float *xb = x + b * f->block;
-        size_t len = TVS_MIN(f->m - b * f->block, f->block);
+        size_t len = TVS_MIN(f->m - b * f->block, f->block), i = 0;
         float *ib = inner ? inner + b * f->block : in_b;
         c.z = f->zs[b];
         bq_q_set(&c, f->sc[b]);
-        const float sc = c.s, z = c.z;
+        const float sc = c.s, z = c.z, mul = c.mul;
         if (f->cb) {
-            for (size_t i = 0; i < len; i++) {
+            for (i = 0; i < len; i++) {
                 q[i] = (uint8_t)bq_index(&c, xb[i] * c.inv_mul - c.z);
                 ib[i] = sc * c.lv[q[i]] + z;
             }
         } else {   /* bq_index and bq_level, uniform, in a loop the compiler vectorizes */
             const float im = c.inv_mul, is = c.inv_s, h = c.half, top = c.top;
-            for (size_t i = 0; i < len; i++) {
+            for (i = 0; i < len; i++) {
                 float t = (xb[i] * im - z) * is + h;
                 t = t > 0 ? t : 0;
                 t = t < top ? t : top;
@@ -2048,19 +2100,17 @@ static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x, double *do
                 ib[i] = sc * ((float)qi - h) + z;
             }
         }
-        bw_put_all(&w, q, len, bits);
-        if (dot) {   /* in four lanes */
-            const float mul = c.mul;
-            size_t i = 0;
-            for (; i + 4 <= len; i += 4)
-                for (unsigned l = 0; l < 4; l++)
-                    acc[l] += (double)(mul * ib[i + l]) * xb[i + l];
-            for (; i < len; i++)
-                acc[i % 4] += (double)(mul * ib[i]) * xb[i];
+        i = bq_sums(acc, sq, mul, ib, xb, len);
+        for (; i < len; i++) {   /* the last few: lanes i % 4 for <r, x>, lane 0 for |x|^2 */
+            acc[i % 4] += (double)(mul * ib[i]) * xb[i];
+            sq[0] += (double)xb[i] * xb[i];
         }
+        bw_put_all(&w, q, len, bits);
     }
     if (dot)
         *dot = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    if (e2)
+        *e2 = (sq[0] + sq[1]) + (sq[2] + sq[3]);
     return bw_end(&w);
 }
 
@@ -2405,6 +2455,7 @@ static int unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_loss
     carve cv = { (uint8_t *)ALIGN16((uintptr_t)scratch) };
     size_t need, k = tvs_lossy_keep_count(p->density, n), scale_at = SIZE_MAX;
     double dot = 0;   /* <r, d>, r the decoded unit: for params.unbiased */
+    double e2 = -1;   /* |d|^2 as dot_with(d, d, n) sums it, when bq_write did */
     uint8_t *o = dst;
     uint64_t *kb = NULL;
     bq_fit f;
@@ -2414,7 +2465,7 @@ static int unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_loss
         need = bq_fit_body(&f, d, n, p, take(&cv, bq_scratch(n, p->block)));
         if ((rc = need_cap(need, cap, p->codec)))
             return rc;
-        o = bq_write(o, &f, d, p->unbiased ? &dot : NULL, r);
+        o = bq_write(o, &f, d, p->unbiased ? &dot : NULL, f.block % 4 ? NULL : &e2, r);
         scale_at = BQ_HDR - 4;   /* mul */
         break;
     case TVS_LC_SIGN:
@@ -2470,7 +2521,8 @@ static int unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_loss
         } else {
             o = mask_write(o, kb, n, k, mc);
             scale_at = (size_t)(o - dst) + BQ_HDR - 4;
-            o = bq_write(o, &f, vals, p->unbiased ? &dot : NULL, r);   /* r = 0 elsewhere */
+            o = bq_write(o, &f, vals, p->unbiased ? &dot : NULL,   /* r = 0 elsewhere */
+                         k == n && f.block % 4 == 0 ? &e2 : NULL, r);
         }
         break;
     }
@@ -2491,7 +2543,7 @@ static int unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_loss
     }
     *written = (size_t)(o - dst);
     if (p->unbiased && scale_at != SIZE_MAX)
-        rescale(dst + scale_at, dot, dot_with(d, d, n));
+        rescale(dst + scale_at, dot, e2 >= 0 ? e2 : dot_with(d, d, n));
     if (!r)
         return 0;
     if (p->codec == TVS_LC_LOWRANK) {
