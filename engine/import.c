@@ -660,8 +660,7 @@ static int load_job(const imp *m, tvs_codec_ctx *ctx, const job *jb, const tenso
     if (via) {
         tvs_chunk_plan top = jb->src;   /* the levels above the other tensor */
         top.depth = via + 1;
-        memcpy(src, other, jb->len);
-        return tvs_chunk_plan_apply(src, scratch, &top, ctx);
+        return tvs_chunk_plan_apply_to(src, other, scratch, &top, ctx);
     }
     return tb->src ? tvs_chunk_plan_decode(src, scratch, &jb->src, ctx)
                    : read_full(f->fd, src, jb->len, tb->off + off, f->path);

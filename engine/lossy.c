@@ -64,6 +64,29 @@ static int ensure_floats(tvs__lworker *w, size_t n)
     return 0;
 }
 
+/* One block of sq_dist: at most 256 values x - y (y NULL: x), in eight f32 lanes. */
+static double sq_block(const float *x, const float *y, size_t len)
+{
+    float acc[8] = { 0 };
+    size_t j = 0;
+    if (y)   /* two loops, so that each vectorizes */
+        for (; j + 8 <= len; j += 8)
+            for (int l = 0; l < 8; l++) {
+                float t = x[j + l] - y[j + l];
+                acc[l] += t * t;
+            }
+    else   /* x - 0 is x */
+        for (; j + 8 <= len; j += 8)
+            for (int l = 0; l < 8; l++)
+                acc[l] += x[j + l] * x[j + l];
+    for (; j < len; j++) {
+        float t = x[j] - (y ? y[j] : 0.0f);
+        acc[0] += t * t;
+    }
+    return (double)(((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+                    ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+}
+
 /*
  * Sum of (a[i] - b[i])^2 (b NULL: of a[i]^2): eight float lanes over blocks
  * of 256 values, blocks summed in double -- vectorizable, and within 1e-6.
@@ -71,27 +94,8 @@ static int ensure_floats(tvs__lworker *w, size_t n)
 static double sq_dist(const float *a, const float *b, size_t n)
 {
     double total = 0;
-    for (size_t at = 0; at < n; at += 256) {
-        size_t len = n - at < 256 ? n - at : 256, j = 0;
-        const float *x = a + at, *y = b ? b + at : NULL;
-        float acc[8] = { 0 };
-        if (y)   /* two loops, so that each vectorizes */
-            for (; j + 8 <= len; j += 8)
-                for (int l = 0; l < 8; l++) {
-                    float t = x[j + l] - y[j + l];
-                    acc[l] += t * t;
-                }
-        else   /* x - 0 is x */
-            for (; j + 8 <= len; j += 8)
-                for (int l = 0; l < 8; l++)
-                    acc[l] += x[j + l] * x[j + l];
-        for (; j < len; j++) {
-            float t = x[j] - (y ? y[j] : 0.0f);
-            acc[0] += t * t;
-        }
-        total += (double)(((acc[0] + acc[1]) + (acc[2] + acc[3])) +
-                          ((acc[4] + acc[5]) + (acc[6] + acc[7])));
-    }
+    for (size_t at = 0; at < n; at += 256)
+        total += sq_block(a + at, b ? b + at : NULL, TVS_MIN(n - at, 256));
     return total;
 }
 
@@ -359,15 +363,22 @@ static void lowrank_probe(unsigned *rank, const double *left, int n_left, const 
                        64 * sizeof(float));
     }
     for (unsigned i = 0; i < m; i++)
-        for (unsigned j = 0; j <= i; j++) {
-            double acc[4] = { 0, 0, 0, 0 };
+        for (unsigned j = 0; j <= i; j += 2) {
+            /* rows j and j + 1 side by side (independent sums, each in its order) */
+            unsigned j2 = j + 1 <= i ? j + 1 : j;
+            double acc[4] = { 0, 0, 0, 0 }, acc2[4] = { 0, 0, 0, 0 };
             uint32_t k = 0;
             for (; k + 4 <= nc; k += 4)
-                for (int l = 0; l < 4; l++)
+                for (int l = 0; l < 4; l++) {
                     acc[l] += (double)r[i][k + l] * r[j][k + l];
-            for (; k < nc; k++)
+                    acc2[l] += (double)r[i][k + l] * r[j2][k + l];
+                }
+            for (; k < nc; k++) {
                 acc[0] += (double)r[i][k] * r[j][k];
+                acc2[0] += (double)r[i][k] * r[j2][k];
+            }
             g[i * m + j] = g[j * m + i] = acc[0] + acc[1] + acc[2] + acc[3];
+            g[i * m + j2] = g[j2 * m + i] = acc2[0] + acc2[1] + acc2[2] + acc2[3];
         }
     double total = 0;
     for (unsigned i = 0; i < m; i++)
@@ -437,14 +448,14 @@ static int roundtrip(tvs__lworker *w, size_t *bytes, const tvs_lossy_params *p,
 
 /*
  * Measure every candidate of @p proto on up to @p cap values of @p d (n
- * values; evenly spaced runs of TVS__LRUN): rel = squared error / energy,
- * bpe = expected stored bytes per value.
+ * values, nnz of them nonzero; evenly spaced runs of TVS__LRUN):
+ * rel = squared error / energy, bpe = expected stored bytes per value.
  */
 static int measure(tvs__lworker *w, const tvs__lunit *proto, const float *d, size_t n,
-                   size_t cap, double *rel, double *bpe)
+                   size_t nnz, size_t cap, double *rel, double *bpe)
 {
     const float *s = d;
-    size_t m = n, nnz = count_nonzero(d, n);
+    size_t m = n;
     int rc;
     if (n > cap) {
         size_t runs = cap / TVS__LRUN;
@@ -546,7 +557,10 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
     candidates(&proto, (double)nnz / (double)n);
     double rel[TVS__LCAND_MAX], bpe[TVS__LCAND_MAX];
     double urel[TVS__LCAND_MAX], ubpe[TVS__LCAND_MAX];
-    if ((rc = measure(w, &proto, w->d, n, TVS__LSAMPLE, rel, bpe)))
+    size_t nnz_finite = 0;   /* the odd units' deltas are zero now */
+    for (uint32_t k = 0; k < n_units; k++)
+        nnz_finite += odd[k] ? 0 : unnz[k];
+    if ((rc = measure(w, &proto, w->d, n, nnz_finite, TVS__LSAMPLE, rel, bpe)))
         return rc;
     double mean2 = 0;
     for (uint32_t k = 0; k < n_units; k++)
@@ -561,7 +575,8 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
         if (n_units > 1 && u->n && !odd[k] &&
             (fabs((double)unnz[k] / u->n - (double)nnz / n) > 0.1 || un2 > 4 * mean2 ||
              un2 < mean2 / 4)) {
-            if ((rc = measure(w, &proto, w->d + at, u->n, TVS__LSAMPLE / 4, urel, ubpe)))
+            if ((rc = measure(w, &proto, w->d + at, u->n, unnz[k], TVS__LSAMPLE / 4, urel,
+                              ubpe)))
                 return rc;
             r = urel, b = ubpe;
         }
@@ -749,6 +764,31 @@ int tvs__lossy_allocate(tvs__lunit *const *u, size_t n, double budget)
 
 /* ---- encoding */
 
+/*
+ * The decoded elements round(base + dhat) into @p out, exactly what
+ * decoding will make, and the real error: the squared distance of their
+ * values to the fine-tune's @p f, as sq_dist sums it. Block by block, while
+ * each is in cache.
+ */
+static int apply_dist(double *e, uint8_t *out, const uint8_t *base, const float *dhat,
+                      const float *f, tvs_dtype dt, size_t n)
+{
+    unsigned width = tvs_dtype_bits(dt) / 8;
+    float v[256];
+    double total = 0;
+    int rc = 0;
+    for (size_t at = 0; !rc && at < n; at += 256) {
+        size_t len = TVS_MIN(n - at, 256);
+        uint8_t *o = out + at * width;
+        memcpy(o, base + at * width, len * width);
+        if (!(rc = tvs_lossy_add(o, dt, dhat + at, len)) &&
+            !(rc = tvs_dtype_to_f32(v, o, len, dt)))
+            total += sq_block(v, f + at, len);
+    }
+    *e = total;
+    return rc;
+}
+
 int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t n_units,
                       const uint8_t *ft, uint8_t *base_io, tvs_dtype dt, double max_err)
 {
@@ -777,6 +817,7 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
             if (u->cand[c].all_nz)
                 pp.density = (float)((double)TVS_MAX(nnz, 1u) / (double)n);
             size_t bytes = 0;
+            double e = 0;
             if (p->codec == TVS_LC_VERBATIM) {
                 if ((rc = grow((void **)&w->enc, &w->enc_cap, n * width)))
                     return rc;
@@ -788,14 +829,9 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
                     memset(w->dhat, 0, n * sizeof(float));
                 else if ((rc = roundtrip(w, &bytes, p, w->d, w->dhat, n)))
                     return rc;
-                /* exactly what decoding will do */
-                memcpy(w->elems, ubase, n * width);
-                if ((rc = tvs_lossy_add(w->elems, dt, w->dhat, n)))
+                if ((rc = apply_dist(&e, w->elems, ubase, w->dhat, w->ft, dt, n)))
                     return rc;
             }
-            /* the real error: decoded elements against the fine-tune's */
-            tvs_dtype_to_f32(w->dhat, w->elems, n, dt);
-            double e = p->codec == TVS_LC_VERBATIM ? 0 : sq_dist(w->dhat, w->ft, n);
             double rel = u->norm2 > 0 ? sqrt(e / u->norm2) : (e > 0 ? 1e30 : 0);
             if (!(rel <= 1e30))
                 rel = 1e30;   /* stored, so finite */
