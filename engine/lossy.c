@@ -8,7 +8,7 @@
 #include <stdlib.h>
 
 struct tvs__lworker {
-    float *ft, *base, *d, *dhat, *sample;   /* unit-sized f32 buffers */
+    float *base, *d, *dhat, *sample;   /* unit-sized f32 buffers */
     size_t cap;                              /* elements each holds */
     uint8_t *enc, *scratch;
     size_t enc_cap, scratch_cap;
@@ -26,7 +26,6 @@ void tvs__lworker_free(tvs__lworker *w)
 {
     if (!w)
         return;
-    tvs_free(w->ft);
     tvs_free(w->base);
     tvs_free(w->d);
     tvs_free(w->dhat);
@@ -53,7 +52,7 @@ static int ensure_floats(tvs__lworker *w, size_t n)
 {
     if (w->cap >= n)
         return 0;
-    float **bufs[] = { &w->ft, &w->base, &w->d, &w->dhat, &w->sample };
+    float **bufs[] = { &w->base, &w->d, &w->dhat, &w->sample };
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
         float *q = tvs_realloc(*bufs[i], n * sizeof(float));
         if (!q)
@@ -136,30 +135,23 @@ static inline uint32_t bf16_at(const uint8_t *p, size_t i)
 }
 
 /*
- * d = ft - base as f32 for @p n elements, and ft itself into @p f unless it
- * is NULL; @p tmp (n floats) is scratch for dtypes other than BF16 (which
- * takes one pass). Returns the nonzeros of d.
+ * d = ft - base as f32 for @p n elements (BF16, the common dtype, in one
+ * pass; @p tmp, n floats, is scratch for the others). Returns the nonzeros
+ * of d.
  */
-static size_t load_delta(float *d, float *f, float *tmp, const uint8_t *ft, const uint8_t *base,
+static size_t load_delta(float *d, float *tmp, const uint8_t *ft, const uint8_t *base,
                          tvs_dtype dt, size_t n)
 {
-    if (dt == TVS_DTYPE_BF16 && f) {
-        float *restrict dd = d, *restrict ff = f;
-        for (size_t i = 0; i < n; i++) {
-            float x = u2f(bf16_at(ft, i));
-            ff[i] = x;
-            dd[i] = x - u2f(bf16_at(base, i));
-        }
-    } else if (dt == TVS_DTYPE_BF16) {
+    if (dt == TVS_DTYPE_BF16) {
         float *restrict dd = d;
         for (size_t i = 0; i < n; i++)
             dd[i] = u2f(bf16_at(ft, i)) - u2f(bf16_at(base, i));
     } else {
-        float *x = f ? f : d;
-        tvs_dtype_to_f32(x, ft, n, dt);
+        const float *restrict b = tmp;
+        tvs_dtype_to_f32(d, ft, n, dt);
         tvs_dtype_to_f32(tmp, base, n, dt);
         for (size_t i = 0; i < n; i++)
-            d[i] = x[i] - tmp[i];
+            d[i] = d[i] - b[i];
     }
     return count_nonzero(d, n);
 }
@@ -517,7 +509,7 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
     uint8_t odd[4096];   /* non-finite values: stored exactly */
     int any_odd = 0;
     for (uint32_t k = 0, at = 0; k < n_units; at += units[k++].n) {
-        size_t z = load_delta(w->d + at, NULL, w->base + at, ft + (size_t)at * width,
+        size_t z = load_delta(w->d + at, w->base + at, ft + (size_t)at * width,
                               base + (size_t)at * width, dt, units[k].n);
         double e = sq_dist(w->d + at, NULL, units[k].n);
         nnz += z;
@@ -767,14 +759,14 @@ int tvs__lossy_allocate(tvs__lunit *const *u, size_t n, double budget)
 /*
  * The decoded elements round(base + dhat) into @p out, exactly what
  * decoding will make, and the real error: the squared distance of their
- * values to the fine-tune's @p f, as sq_dist sums it. Block by block, while
- * each is in cache.
+ * values to the fine-tune's elements @p ft, as sq_dist sums it. Block by
+ * block, while each is in cache.
  */
 static int apply_dist(double *e, uint8_t *out, const uint8_t *base, const float *dhat,
-                      const float *f, tvs_dtype dt, size_t n)
+                      const uint8_t *ft, tvs_dtype dt, size_t n)
 {
     unsigned width = tvs_dtype_bits(dt) / 8;
-    float v[256];
+    float v[256], f[256];
     double total = 0;
     int rc = 0;
     for (size_t at = 0; !rc && at < n; at += 256) {
@@ -782,8 +774,9 @@ static int apply_dist(double *e, uint8_t *out, const uint8_t *base, const float 
         uint8_t *o = out + at * width;
         memcpy(o, base + at * width, len * width);
         if (!(rc = tvs_lossy_add(o, dt, dhat + at, len)) &&
-            !(rc = tvs_dtype_to_f32(v, o, len, dt)))
-            total += sq_block(v, f + at, len);
+            !(rc = tvs_dtype_to_f32(v, o, len, dt)) &&
+            !(rc = tvs_dtype_to_f32(f, ft + at * width, len, dt)))
+            total += sq_block(v, f, len);
     }
     *e = total;
     return rc;
@@ -809,7 +802,7 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
         if ((rc = ensure_floats(w, n)) ||
             (rc = grow((void **)&w->elems, &w->elems_cap, n * width)))
             return rc;
-        size_t nnz = load_delta(w->d, w->ft, w->base, uft, ubase, dt, n);
+        size_t nnz = load_delta(w->d, w->base, uft, ubase, dt, n);
         u->from = u->pick;
         for (uint8_t c = u->pick;; c++) {
             tvs_lossy_params pp = u->cand[c].p;
@@ -829,7 +822,7 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
                     memset(w->dhat, 0, n * sizeof(float));
                 else if ((rc = roundtrip(w, &bytes, p, w->d, w->dhat, n)))
                     return rc;
-                if ((rc = apply_dist(&e, w->elems, ubase, w->dhat, w->ft, dt, n)))
+                if ((rc = apply_dist(&e, w->elems, ubase, w->dhat, uft, dt, n)))
                     return rc;
             }
             double rel = u->norm2 > 0 ? sqrt(e / u->norm2) : (e > 0 ? 1e30 : 0);

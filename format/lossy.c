@@ -1848,6 +1848,45 @@ static size_t bq_sums(double *acc, double *sq, float mul, const float *v, const 
     return i;
 }
 
+#if defined(__SSE2__)
+/*
+ * bq_write's uniform loop and bq_sums in one SSE2 pass over the groups of
+ * four of a block: indices, brackets and both sums, the same operations in
+ * the same order per lane; returns the values done.
+ */
+static size_t bq_quant_sse2(uint8_t *q, float *ib, double *acc, double *sq, const bq_q *c,
+                            const float *x, size_t len)
+{
+    const __m128 im = _mm_set1_ps(c->inv_mul), z = _mm_set1_ps(c->z), is = _mm_set1_ps(c->inv_s);
+    const __m128 h = _mm_set1_ps(c->half), top = _mm_set1_ps(c->top), zero = _mm_setzero_ps();
+    const __m128 half = _mm_set1_ps(0.5f), s = _mm_set1_ps(c->s), m = _mm_set1_ps(c->mul);
+    __m128d a0 = _mm_loadu_pd(acc), a1 = _mm_loadu_pd(acc + 2);
+    __m128d s0 = _mm_loadu_pd(sq), s1 = _mm_loadu_pd(sq + 2);
+    size_t i = 0;
+    for (; i + 4 <= len; i += 4) {
+        __m128 xv = _mm_loadu_ps(x + i);
+        __m128 t = _mm_add_ps(_mm_mul_ps(_mm_sub_ps(_mm_mul_ps(xv, im), z), is), h);
+        t = _mm_min_ps(_mm_max_ps(t, zero), top);   /* t > 0 ? t : 0, then t < top ? t : top */
+        __m128i qi = _mm_cvttps_epi32(_mm_add_ps(t, half));
+        __m128 v = _mm_add_ps(_mm_mul_ps(s, _mm_sub_ps(_mm_cvtepi32_ps(qi), h)), z);
+        _mm_storeu_ps(ib + i, v);
+        __m128i qb = _mm_packus_epi16(_mm_packs_epi32(qi, qi), _mm_setzero_si128());
+        uint32_t q4 = (uint32_t)_mm_cvtsi128_si32(qb);
+        memcpy(q + i, &q4, 4);
+        __m128 r = _mm_mul_ps(m, v);
+        __m128d x0 = _mm_cvtps_pd(xv), x1 = _mm_cvtps_pd(_mm_movehl_ps(xv, xv));
+        __m128d r0 = _mm_cvtps_pd(r), r1 = _mm_cvtps_pd(_mm_movehl_ps(r, r));
+        a0 = _mm_add_pd(a0, _mm_mul_pd(r0, x0));
+        a1 = _mm_add_pd(a1, _mm_mul_pd(r1, x1));
+        s0 = _mm_add_pd(s0, _mm_mul_pd(x0, x0));
+        s1 = _mm_add_pd(s1, _mm_mul_pd(x1, x1));
+    }
+    _mm_storeu_pd(acc, a0), _mm_storeu_pd(acc + 2, a1);
+    _mm_storeu_pd(sq, s0), _mm_storeu_pd(sq + 2, s1);
+    return i;
+}
+#endif
+
 /* @p cnt indices of @p bits each: eight at a time (in at most two puts of
  * at most 32 bits), the same stream as one put each. */
 static void bw_put_all(bitw *w, const uint8_t *q, size_t cnt, unsigned bits)
@@ -2089,18 +2128,23 @@ static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x, double *do
                 q[i] = (uint8_t)bq_index(&c, xb[i] * c.inv_mul - c.z);
                 ib[i] = sc * c.lv[q[i]] + z;
             }
+            i = 0;
         } else {   /* bq_index and bq_level, uniform, in a loop the compiler vectorizes */
             const float im = c.inv_mul, is = c.inv_s, h = c.half, top = c.top;
-            for (i = 0; i < len; i++) {
-                float t = (xb[i] * im - z) * is + h;
+#if defined(__SSE2__)
+            if (tvs__lossy_simd)
+                i = bq_quant_sse2(q, ib, acc, sq, &c, xb, len);
+#endif
+            for (size_t j = i; j < len; j++) {
+                float t = (xb[j] * im - z) * is + h;
                 t = t > 0 ? t : 0;
                 t = t < top ? t : top;
                 int qi = (int)(t + 0.5f);
-                q[i] = (uint8_t)qi;
-                ib[i] = sc * ((float)qi - h) + z;
+                q[j] = (uint8_t)qi;
+                ib[j] = sc * ((float)qi - h) + z;
             }
         }
-        i = bq_sums(acc, sq, mul, ib, xb, len);
+        i += bq_sums(acc, sq, mul, ib + i, xb + i, len - i);
         for (; i < len; i++) {   /* the last few: lanes i % 4 for <r, x>, lane 0 for |x|^2 */
             acc[i % 4] += (double)(mul * ib[i]) * xb[i];
             sq[0] += (double)xb[i] * xb[i];
