@@ -83,6 +83,7 @@ typedef struct {
     tvs_chunk_plan other;      /* DELTA, LOSSY: base chunk; VERIFY: the stored chunk */
     tvs_chunk_plan src;        /* diff: the source chunk */
     size_t stored;             /* LOSSY: bytes of the chunk last written */
+    int again;                 /* LOSSY, a later --bits pass: the same picks as that chunk */
 } job;
 
 typedef struct {
@@ -729,12 +730,17 @@ static int run_job(void *payload, int worker, size_t j, uint8_t *slot, size_t ca
                    size_t *len)
 {
     imp *m = payload;
-    const tensor_build *tb = &m->tensors[m->jobs[j].tensor];
-    if (tb->keep) {
-        *len = 0;
+    const job *jb = &m->jobs[j];
+    const tensor_build *tb = &m->tensors[jb->tensor];
+    *len = 0;
+    if (tb->keep)
         return 0;
+    if (jb->again) {   /* the base's bytes, for write_chunks to rebuild the stored chunk on */
+        int rc = tvs_chunk_plan_decode(slot + SLOT_OTHER, slot + SLOT_SCRATCH, &jb->other,
+                                       m->ctx[worker]);
+        return rc ? tvs__failctx(rc, "tensor \"%s\"", tb->name) : 0;
     }
-    return do_job(m, worker, &m->jobs[j], tb, slot, cap, len);
+    return do_job(m, worker, jb, tb, slot, cap, len);
 }
 
 /* ---- lossy: measure every unit, then choose */
@@ -861,33 +867,50 @@ choose:
 }
 
 /*
- * Before a later --bits pass: a lossy tensor whose every unit starts from
- * the pick its last encoding started from would get the same chunks, ids
- * and checksum again (encoding depends only on the picks and the bytes),
- * so it keeps them, and its units their results, instead of encoding again.
+ * Before a later --bits pass: a lossy chunk whose every unit starts from
+ * the pick its last encoding started from would come out the same again
+ * (encoding depends only on the picks and the bytes), so its units keep
+ * their results, and it is not encoded again: a tensor of such chunks
+ * keeps its chunks, ids and checksum; in another tensor, write_chunks
+ * rebuilds its decoded bytes (for the checksum) from the stored chunk.
  */
 static void keep_unchanged(imp *m)
 {
     for (size_t i = 0; i < m->n_tensors; i++)
         m->tensors[i].keep = m->tensors[i].mode == MODE_LOSSY;
     for (size_t j = 0; j < m->n_jobs; j++) {
-        const job *jb = &m->jobs[j];
-        for (uint32_t k = 0; jb->kind == JOB_LOSSY && k < jb->n_units; k++)
-            if (m->units[jb->unit0 + k].pick != m->units[jb->unit0 + k].from)
-                m->tensors[jb->tensor].keep = 0;
-    }
-    for (size_t j = 0; j < m->n_jobs; j++) {
-        const job *jb = &m->jobs[j];
-        for (uint32_t k = 0; jb->kind == JOB_LOSSY && m->tensors[jb->tensor].keep &&
-                             k < jb->n_units; k++)
+        job *jb = &m->jobs[j];
+        jb->again = jb->kind == JOB_LOSSY;
+        for (uint32_t k = 0; jb->again && k < jb->n_units; k++)
+            jb->again = m->units[jb->unit0 + k].pick == m->units[jb->unit0 + k].from;
+        if (jb->kind == JOB_LOSSY && !jb->again)
+            m->tensors[jb->tensor].keep = 0;
+        for (uint32_t k = 0; jb->again && k < jb->n_units; k++)
             m->units[jb->unit0 + k].pick = m->units[jb->unit0 + k].written;
     }
+}
+
+/* The decoded bytes of a lossy chunk stored by an earlier pass: the base's
+ * bytes in @p base_io (@p len of them) become the chunk's. */
+static int rebuild(uint8_t *base_io, tvs_txn *txn, tvs_codec_ctx *ctx, const tensor_build *tb,
+                   uint32_t chunk, size_t len)
+{
+    tvs_id id;
+    tvs_span c, raw;
+    memcpy(id.b, tb->ids + (size_t)chunk * TVS_ID_LEN, TVS_ID_LEN);
+    int rc = tvs_obj_get(&c, txn, &id);
+    if (!rc && !(rc = tvs_chunk_view(&raw, c, ctx)))
+        rc = tvs_lossy_chunk_apply(base_io, tb->t.dtype, len / (tvs_dtype_bits(tb->t.dtype) / 8),
+                                   raw);
+    return rc ? tvs__failctx(rc, "tensor \"%s\", chunk %u of an earlier pass", tb->name, chunk)
+              : 0;
 }
 
 static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t *written)
 {
     tvs__pipe *pipe = NULL;
     tvs_txn *txn = NULL;
+    tvs_codec_ctx *ctx = NULL;   /* for chunks rebuilt from an earlier pass */
     uint64_t done = 0, batch = 0;
     int rc = 0;
     tvs_hasher *h = NULL;
@@ -914,6 +937,10 @@ static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t
             m->own += jb->stored;
             continue;
         }
+        if (jb->again && ((!txn && (rc = tvs_txn_begin_room(&txn, s, 0))) ||
+                          (!ctx && (rc = tvs_codec_ctx_new(&ctx, CH))) ||
+                          (rc = rebuild(slot + SLOT_OTHER, txn, ctx, tb, jb->chunk, jb->len))))
+            break;
         if (jb->kind == JOB_LOSSY) {
             /* a lossy tensor's checksum is of its decoded bytes, in order */
             if (jb->chunk == 0)
@@ -921,6 +948,10 @@ static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t
             tvs_hasher_update(h, slot + SLOT_OTHER, jb->len);
             if (jb->chunk + 1 == tb->t.n_chunks)
                 tvs_hasher_final(&tb->t.checksum, h);
+        }
+        if (jb->again) {   /* stored already */
+            m->own += jb->stored;
+            continue;
         }
         if (!txn && (rc = tvs_txn_begin_room(&txn, s, 0)))
             break;
@@ -952,6 +983,7 @@ static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t
     tvs_txn_end(txn);
     tvs__pipe_stop(pipe);
     tvs_hasher_free(h);
+    tvs_codec_ctx_free(ctx);
     if (rc == TVS__EMAPFULL)
         rc = tvs__fail(TVS_EIO, "the store map filled up during the import (another writer "
                        "used the room reserved for it); nothing was published, try again");
