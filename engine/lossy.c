@@ -773,10 +773,27 @@ static int apply_dist(double *e, uint8_t *out, const uint8_t *base, const float 
         size_t len = TVS_MIN(n - at, 256);
         uint8_t *o = out + at * width;
         memcpy(o, base + at * width, len * width);
-        if (!(rc = tvs_lossy_add(o, dt, dhat + at, len)) &&
-            !(rc = tvs_dtype_to_f32(v, o, len, dt)) &&
-            !(rc = tvs_dtype_to_f32(f, ft + at * width, len, dt)))
+        if ((rc = tvs_lossy_add(o, dt, dhat + at, len)))
+            break;
+        if (dt == TVS_DTYPE_BF16) {   /* sq_block's lanes, converting as it goes */
+            const uint8_t *fb = ft + at * width;
+            float acc[8] = { 0 };
+            size_t j = 0;
+            for (; j + 8 <= len; j += 8)
+                for (int l = 0; l < 8; l++) {
+                    float t = u2f(bf16_at(o, j + l)) - u2f(bf16_at(fb, j + l));
+                    acc[l] += t * t;
+                }
+            for (; j < len; j++) {
+                float t = u2f(bf16_at(o, j)) - u2f(bf16_at(fb, j));
+                acc[0] += t * t;
+            }
+            total += (double)(((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+                              ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+        } else if (!(rc = tvs_dtype_to_f32(v, o, len, dt)) &&
+                   !(rc = tvs_dtype_to_f32(f, ft + at * width, len, dt))) {
             total += sq_block(v, f, len);
+        }
     }
     *e = total;
     return rc;
