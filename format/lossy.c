@@ -19,6 +19,7 @@
  * Assumes a little-endian host, as the rest of format/ does.
  */
 #include "format/lossy.h"
+#include "format/lossy_int.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -713,7 +714,7 @@ static int udec_open(udec *d, uint8_t codec, tvs_span payload, size_t n)
     return rc ? rc : rd_end(&r);
 }
 
-int tvs__lossy_simd = 1;   /* tests turn it off to run the reference loops */
+int tvs__lossy_simd = 1;   /* tests set 0 (reference loops) or 2 (SSE2, never AVX2) */
 
 /* dep4[m][x]: the low bits of x deposited at the set bits of the 4-bit mask m. */
 static const uint8_t dep4[16][16] = {
@@ -1562,10 +1563,8 @@ static const float step_try[] = { 0.85f, 1.0f, 1.15f };
 
 static inline float f16round(float x)
 {
-    if (x > 65504.0f)
-        x = 65504.0f;
-    if (x < -65504.0f)
-        x = -65504.0f;
+    x = x > 65504.0f ? 65504.0f : x;   /* no branches: loops over blocks vectorize */
+    x = x < -65504.0f ? -65504.0f : x;
     return h2f(f2h(x));
 }
 
@@ -1975,6 +1974,7 @@ typedef struct {
     float mul;
     float lv[16];
     float *sc, *zs;
+    float *tmp;                /* nb floats of scratch for bq_write */
     size_t m, nb;
 } bq_fit;
 
@@ -1992,23 +1992,41 @@ static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_p
     f->nb = nb;
     f->sc = work;
     f->zs = work + nb;
+    f->tmp = work + 2 * nb;
     /* per block: centre (mean with a zero point) and starting step, kept in sc/zs for now */
     double top_step = 0, top_c = 0;
-    for (size_t b = 0; b < nb; b++) {
-        const float *xb = x + b * block;
-        size_t len = TVS_MIN(m - b * block, block);
-        double c = 0;
-        if (f->zp) {
-            double sum = 0;
-            for (size_t i = 0; i < len; i++)
-                sum += xb[i];
-            c = sum / (double)len;
+    if (wide && !f->zp) {
+        /* the common case, blocks side by side: the largest |x| over the outer
+         * level; the largest step is the largest maximum's (division by a
+         * constant is monotone) */
+        const double outer = (double)((1u << bits) - 1) * 0.5;
+        float top = 0;
+        for (size_t b = 0; b < nb; b++) {
+            f->zs[b] = absmax(x + b * block, TVS_MIN(m - b * block, block));
+            top = f->zs[b] > top ? f->zs[b] : top;
         }
-        double step = block_step(xb, len, c, bits, wide);
-        f->sc[b] = (float)step;
-        f->zs[b] = (float)c;
-        top_step = TVS_MAX(top_step, step);
-        top_c = TVS_MAX(top_c, fabs(c));
+        for (size_t b = 0; b < nb; b++) {
+            f->sc[b] = (float)((double)f->zs[b] / outer);
+            f->zs[b] = 0;
+        }
+        top_step = (double)top / outer;
+    } else {
+        for (size_t b = 0; b < nb; b++) {
+            const float *xb = x + b * block;
+            size_t len = TVS_MIN(m - b * block, block);
+            double c = 0;
+            if (f->zp) {
+                double sum = 0;
+                for (size_t i = 0; i < len; i++)
+                    sum += xb[i];
+                c = sum / (double)len;
+            }
+            double step = block_step(xb, len, c, bits, wide);
+            f->sc[b] = (float)step;
+            f->zs[b] = (float)c;
+            top_step = TVS_MAX(top_step, step);
+            top_c = TVS_MAX(top_c, fabs(c));
+        }
     }
     /* mul: the largest step tried is 1024 in f16 (full precision); zero points <= 32768 */
     double mul = TVS_MAX(top_step * (bits == 1 ? 1.0 : STEP_MAX) / 1024.0, top_c / 32768.0);
@@ -2025,6 +2043,12 @@ static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_p
     /* the uniform fit's error matters only against a codebook's */
     const int cb = want_cb(p);
     double err_u = 0;
+    if (wide && !f->zp && !cb) {   /* the starting step, to f16, blocks side by side */
+        const float fm = f->mul;
+        for (size_t b = 0; b < nb; b++)
+            f->sc[b] = f16round(f->sc[b] / fm);
+        return bq_size(m, bits, block, 0, 0);
+    }
     for (size_t b = 0; b < nb; b++) {
         const float *xb = x + b * block;
         size_t len = TVS_MIN(m - b * block, block);
@@ -2096,6 +2120,10 @@ static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x, double *do
     if (f->cb)
         for (unsigned q = 0; q < nlev; q++, o += 4)
             tvs_store_le32(o, f2u(f->lv[q]));
+    for (size_t b = 0; b < f->nb; b++) {   /* bq_q_set's inverses, blocks side by side */
+        float s = f->sc[b], inv = 1.0f / (s > 0 ? s : 1.0f);
+        f->tmp[b] = s > 0 ? inv : 0.0f;
+    }
     for (size_t b = 0; b < f->nb; b++, o += 2) {
         uint16_t h = f2h(f->sc[b]);
         o[0] = (uint8_t)h, o[1] = (uint8_t)(h >> 8);
@@ -2116,12 +2144,14 @@ static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x, double *do
     uint8_t q[TVS_BQ_MAX_BLOCK];
     float in_b[TVS_BQ_MAX_BLOCK];
     double acc[4] = { 0 }, sq[4] = { 0 };
+    const int avx2 = tvs__lossy_simd == 1 && tvs__bq_avx2();
     for (size_t b = 0; b < f->nb; b++) {
         const float *xb = x + b * f->block;
         size_t len = TVS_MIN(f->m - b * f->block, f->block), i = 0;
         float *ib = inner ? inner + b * f->block : in_b;
         c.z = f->zs[b];
-        bq_q_set(&c, f->sc[b]);
+        c.s = f->sc[b];
+        c.inv_s = f->tmp[b];
         const float sc = c.s, z = c.z, mul = c.mul;
         if (f->cb) {
             for (i = 0; i < len; i++) {
@@ -2132,8 +2162,12 @@ static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x, double *do
         } else {   /* bq_index and bq_level, uniform, in a loop the compiler vectorizes */
             const float im = c.inv_mul, is = c.inv_s, h = c.half, top = c.top;
 #if defined(__SSE2__)
+            if (avx2) {
+                tvs__bq_quant k = { c.inv_mul, c.z, c.inv_s, c.half, c.top, c.s, c.mul };
+                i = tvs__bq_quant_avx2(q, ib, acc, sq, &k, xb, len);
+            }
             if (tvs__lossy_simd)
-                i = bq_quant_sse2(q, ib, acc, sq, &c, xb, len);
+                i += bq_quant_sse2(q + i, ib + i, acc, sq, &c, xb + i, len - i);
 #endif
             for (size_t j = i; j < len; j++) {
                 float t = (xb[j] * im - z) * is + h;

@@ -177,7 +177,10 @@ int tvs_lossy_add(uint8_t *dst, tvs_dtype dt, const float *d, size_t n);
 /** Dtypes a lossy tensor may have (BF16, F16, F32). */
 int tvs_lossy_dtype_ok(tvs_dtype dt);
 
-/** 0 runs the portable reference loops instead of the SSE2 ones (for tests). */
+/**
+ * For tests: 1 (the default) runs the SSE2 loops, and the AVX2 one where the
+ * CPU has it; 2 the SSE2 loops only; 0 the portable reference loops.
+ */
 extern int tvs__lossy_simd;
 
 const char *tvs_lossy_codec_name(unsigned codec);
