@@ -8,7 +8,7 @@
 #include <stdlib.h>
 
 struct tvs__lworker {
-    float *base, *d, *dhat, *sample;   /* unit-sized f32 buffers */
+    float *base, *d, *dhat, *sample;         /* unit-sized f32 buffers */
     size_t cap;                              /* elements each holds */
     uint8_t *enc, *scratch;
     size_t enc_cap, scratch_cap;
