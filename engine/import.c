@@ -70,6 +70,7 @@ typedef struct {
     uint64_t off;              /* file offset of the bytes (files on disk) */
     tvs_tensor_chain *src;     /* diff: the source tensor's chain */
     tvs_tensor_chain *other;   /* DELTA: the base tensor; REUSE: the reused one */
+    int keep;                  /* LOSSY, a later --bits pass: its chunks stand */
 } tensor_build;
 
 typedef struct {
@@ -81,6 +82,8 @@ typedef struct {
     uint32_t n_units;
     tvs_chunk_plan other;      /* DELTA, LOSSY: base chunk; VERIFY: the stored chunk */
     tvs_chunk_plan src;        /* diff: the source chunk */
+    size_t stored;             /* LOSSY: bytes of the chunk last written */
+    int again;                 /* LOSSY, a later --bits pass: the same picks as that chunk */
 } job;
 
 typedef struct {
@@ -643,22 +646,55 @@ static int plan_jobs(imp *m)
 /* a lossy chunk may be a little longer than the bytes it covers */
 #define SLOT_CAP (SLOT_ENC + tvs_chunk_bound(CH + (64u << 10)))
 
+/* The level of plan @p a from which its chunks (the same objects) and
+ * transforms are those of plan @p b, so it decodes to b's bytes; 0 if none. */
+static uint32_t plan_via(const tvs_chunk_plan *a, const tvs_chunk_plan *b)
+{
+    if (a->depth <= b->depth || a->raw_len != b->raw_len || a->dtype != b->dtype)
+        return 0;
+    uint32_t l = a->depth - b->depth;
+    for (uint32_t k = 0; k < b->depth; k++)
+        if (a->chunk[l + k].ptr != b->chunk[k].ptr || a->chunk[l + k].len != b->chunk[k].len ||
+            (k + 1 < b->depth && a->transform[l + k] != b->transform[k]))
+            return 0;
+    return l;
+}
+
+/*
+ * The job's source bytes into @p src and, unless it only encodes, the other
+ * chunk's into @p other. A stored source whose chain of bases runs through
+ * the other chunk (compress: a fine-tune stored as a delta of the base it
+ * is made lossy against) is rebuilt from the other's bytes, decoded once.
+ */
+static int load_job(const imp *m, tvs_codec_ctx *ctx, const job *jb, const tensor_build *tb,
+                    uint8_t *src, uint8_t *other, uint8_t *scratch, uint64_t off)
+{
+    const in_file *f = &m->files[tb->file];
+    uint32_t via = tb->src && jb->kind != JOB_ENCODE ? plan_via(&jb->src, &jb->other) : 0;
+    int rc;
+    if (jb->kind != JOB_ENCODE && (rc = tvs_chunk_plan_decode(other, scratch, &jb->other, ctx)))
+        return tvs__failctx(rc, "tensor \"%s\"", tb->name);
+    if (via) {
+        tvs_chunk_plan top = jb->src;   /* the levels above the other tensor */
+        top.depth = via + 1;
+        return tvs_chunk_plan_apply_to(src, other, scratch, &top, ctx);
+    }
+    return tb->src ? tvs_chunk_plan_decode(src, scratch, &jb->src, ctx)
+                   : read_full(f->fd, src, jb->len, tb->off + off, f->path);
+}
+
 /* Read, transform and encode (or compare) one chunk; @p tb is its tensor. */
 static int do_job(const imp *m, int worker, const job *jb, const tensor_build *tb,
                   uint8_t *slot, size_t cap, size_t *len)
 {
-    const in_file *f = &m->files[tb->file];
     tvs_codec_ctx *ctx = m->ctx[worker];
     uint8_t *src = slot, *other = slot + SLOT_OTHER, *scratch = slot + SLOT_SCRATCH;
     uint64_t off = (uint64_t)jb->chunk *
                    (tb->mode == MODE_REUSE ? tb->other->t[0].chunk_size : CH);
-    int rc = tb->src ? tvs_chunk_plan_decode(src, scratch, &jb->src, ctx)
-                     : read_full(f->fd, src, jb->len, tb->off + off, f->path);
+    *len = 0;
+    int rc = load_job(m, ctx, jb, tb, src, other, scratch, off);
     if (rc)
         return rc;
-    *len = 0;
-    if (jb->kind != JOB_ENCODE && (rc = tvs_chunk_plan_decode(other, scratch, &jb->other, ctx)))
-        return tvs__failctx(rc, "tensor \"%s\"", tb->name);
     if (jb->kind == JOB_LOSSY) {
         /* the lossy chunk's bytes; the decoded elements replace the base's in other */
         tvs_buf *lb = &m->lbuf[worker];
@@ -710,7 +746,17 @@ static int run_job(void *payload, int worker, size_t j, uint8_t *slot, size_t ca
                    size_t *len)
 {
     imp *m = payload;
-    return do_job(m, worker, &m->jobs[j], &m->tensors[m->jobs[j].tensor], slot, cap, len);
+    const job *jb = &m->jobs[j];
+    const tensor_build *tb = &m->tensors[jb->tensor];
+    *len = 0;
+    if (tb->keep)
+        return 0;
+    if (jb->again) {   /* the base's bytes, for write_chunks to rebuild the stored chunk on */
+        int rc = tvs_chunk_plan_decode(slot + SLOT_OTHER, slot + SLOT_SCRATCH, &jb->other,
+                                       m->ctx[worker]);
+        return rc ? tvs__failctx(rc, "tensor \"%s\"", tb->name) : 0;
+    }
+    return do_job(m, worker, jb, tb, slot, cap, len);
 }
 
 /* ---- lossy: measure every unit, then choose */
@@ -737,12 +783,7 @@ static int analyze_job(void *payload, int worker, size_t j, uint8_t *slot, size_
     if (jb->kind != JOB_LOSSY)
         return 0;
     uint8_t *src = slot, *other = slot + SLOT_OTHER, *scratch = slot + SLOT_SCRATCH;
-    tvs_codec_ctx *ctx = m->ctx[worker];
-    int rc = tb->src ? tvs_chunk_plan_decode(src, scratch, &jb->src, ctx)
-                     : read_full(m->files[tb->file].fd, src, jb->len,
-                                 tb->off + (uint64_t)jb->chunk * CH, m->files[tb->file].path);
-    if (!rc)
-        rc = tvs_chunk_plan_decode(other, scratch, &jb->other, ctx);
+    int rc = load_job(m, m->ctx[worker], jb, tb, src, other, scratch, (uint64_t)jb->chunk * CH);
     if (!rc)
         rc = tvs__lossy_analyze(m->lw[worker], m->units + jb->unit0, jb->n_units, src, other,
                                 tb->t.dtype);
@@ -843,10 +884,51 @@ choose:
     return rc;
 }
 
+/*
+ * Before a later --bits pass: a lossy chunk whose every unit starts from
+ * the pick its last encoding started from would come out the same again
+ * (encoding depends only on the picks and the bytes), so its units keep
+ * their results, and it is not encoded again: a tensor of such chunks
+ * keeps its chunks, ids and checksum; in another tensor, write_chunks
+ * rebuilds its decoded bytes (for the checksum) from the stored chunk.
+ */
+static void keep_unchanged(imp *m)
+{
+    for (size_t i = 0; i < m->n_tensors; i++)
+        m->tensors[i].keep = m->tensors[i].mode == MODE_LOSSY;
+    for (size_t j = 0; j < m->n_jobs; j++) {
+        job *jb = &m->jobs[j];
+        jb->again = jb->kind == JOB_LOSSY;
+        for (uint32_t k = 0; jb->again && k < jb->n_units; k++)
+            jb->again = m->units[jb->unit0 + k].pick == m->units[jb->unit0 + k].from;
+        if (jb->kind == JOB_LOSSY && !jb->again)
+            m->tensors[jb->tensor].keep = 0;
+        for (uint32_t k = 0; jb->again && k < jb->n_units; k++)
+            m->units[jb->unit0 + k].pick = m->units[jb->unit0 + k].written;
+    }
+}
+
+/* The decoded bytes of a lossy chunk stored by an earlier pass: the base's
+ * bytes in @p base_io (@p len of them) become the chunk's. */
+static int rebuild(uint8_t *base_io, tvs_txn *txn, tvs_codec_ctx *ctx, const tensor_build *tb,
+                   uint32_t chunk, size_t len)
+{
+    tvs_id id;
+    tvs_span c, raw;
+    memcpy(id.b, tb->ids + (size_t)chunk * TVS_ID_LEN, TVS_ID_LEN);
+    int rc = tvs_obj_get(&c, txn, &id);
+    if (!rc && !(rc = tvs_chunk_view(&raw, c, ctx)))
+        rc = tvs_lossy_chunk_apply(base_io, tb->t.dtype, len / (tvs_dtype_bits(tb->t.dtype) / 8),
+                                   raw);
+    return rc ? tvs__failctx(rc, "tensor \"%s\", chunk %u of an earlier pass", tb->name, chunk)
+              : 0;
+}
+
 static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t *written)
 {
     tvs__pipe *pipe = NULL;
     tvs_txn *txn = NULL;
+    tvs_codec_ctx *ctx = NULL;   /* for chunks rebuilt from an earlier pass */
     uint64_t done = 0, batch = 0;
     int rc = 0;
     tvs_hasher *h = NULL;
@@ -869,6 +951,14 @@ static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t
         if (jb->kind == JOB_VERIFY)
             continue;
         tensor_build *tb = &m->tensors[jb->tensor];
+        if (tb->keep) {
+            m->own += jb->stored;
+            continue;
+        }
+        if (jb->again && ((!txn && (rc = tvs_txn_begin_room(&txn, s, 0))) ||
+                          (!ctx && (rc = tvs_codec_ctx_new(&ctx, CH))) ||
+                          (rc = rebuild(slot + SLOT_OTHER, txn, ctx, tb, jb->chunk, jb->len))))
+            break;
         if (jb->kind == JOB_LOSSY) {
             /* a lossy tensor's checksum is of its decoded bytes, in order */
             if (jb->chunk == 0)
@@ -876,6 +966,10 @@ static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t
             tvs_hasher_update(h, slot + SLOT_OTHER, jb->len);
             if (jb->chunk + 1 == tb->t.n_chunks)
                 tvs_hasher_final(&tb->t.checksum, h);
+        }
+        if (jb->again) {   /* stored already */
+            m->own += jb->stored;
+            continue;
         }
         if (!txn && (rc = tvs_txn_begin_room(&txn, s, 0)))
             break;
@@ -890,6 +984,7 @@ static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t
         if (!existed)
             *written += len;
         m->own += len;
+        m->jobs[j].stored = len;
         batch += len;
         if (batch >= BATCH_BYTES) {
             rc = tvs_txn_commit(txn);
@@ -906,6 +1001,7 @@ static int write_chunks(imp *m, tvs_store *s, const tvs_import_opts *o, uint64_t
     tvs_txn_end(txn);
     tvs__pipe_stop(pipe);
     tvs_hasher_free(h);
+    tvs_codec_ctx_free(ctx);
     if (rc == TVS__EMAPFULL)
         rc = tvs__fail(TVS_EIO, "the store map filled up during the import (another writer "
                        "used the room reserved for it); nothing was published, try again");
@@ -1319,6 +1415,8 @@ static int run(tvs_import_result *res, tvs_store *s, imp *m, const char *ref,
     for (int pass = 0;; pass++) {
         if ((rc = lossy_choose(m, cut, pass > 0)))
             goto out;
+        if (pass > 0)
+            keep_unchanged(m);
         m->own = 0;
         if ((rc = write_chunks(m, s, o, &res->written)))
             goto out;

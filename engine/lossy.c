@@ -8,7 +8,7 @@
 #include <stdlib.h>
 
 struct tvs__lworker {
-    float *ft, *base, *d, *dhat, *sample;   /* unit-sized f32 buffers */
+    float *base, *d, *dhat, *sample;         /* unit-sized f32 buffers */
     size_t cap;                              /* elements each holds */
     uint8_t *enc, *scratch;
     size_t enc_cap, scratch_cap;
@@ -32,7 +32,6 @@ void tvs__lworker_free(tvs__lworker *w)
 {
     if (!w)
         return;
-    tvs_free(w->ft);
     tvs_free(w->base);
     tvs_free(w->d);
     tvs_free(w->dhat);
@@ -60,7 +59,7 @@ static int ensure_floats(tvs__lworker *w, size_t n)
 {
     if (w->cap >= n)
         return 0;
-    float **bufs[] = { &w->ft, &w->base, &w->d, &w->dhat, &w->sample };
+    float **bufs[] = { &w->base, &w->d, &w->dhat, &w->sample };
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
         float *q = tvs_realloc(*bufs[i], n * sizeof(float));
         if (!q)
@@ -71,6 +70,29 @@ static int ensure_floats(tvs__lworker *w, size_t n)
     return 0;
 }
 
+/* One block of sq_dist: at most 256 values x - y (y NULL: x), in eight f32 lanes. */
+static double sq_block(const float *x, const float *y, size_t len)
+{
+    float acc[8] = { 0 };
+    size_t j = 0;
+    if (y)   /* two loops, so that each vectorizes */
+        for (; j + 8 <= len; j += 8)
+            for (int l = 0; l < 8; l++) {
+                float t = x[j + l] - y[j + l];
+                acc[l] += t * t;
+            }
+    else   /* x - 0 is x */
+        for (; j + 8 <= len; j += 8)
+            for (int l = 0; l < 8; l++)
+                acc[l] += x[j + l] * x[j + l];
+    for (; j < len; j++) {
+        float t = x[j] - (y ? y[j] : 0.0f);
+        acc[0] += t * t;
+    }
+    return (double)(((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+                    ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+}
+
 /*
  * Sum of (a[i] - b[i])^2 (b NULL: of a[i]^2): eight float lanes over blocks
  * of 256 values, blocks summed in double -- vectorizable, and within 1e-6.
@@ -78,45 +100,67 @@ static int ensure_floats(tvs__lworker *w, size_t n)
 static double sq_dist(const float *a, const float *b, size_t n)
 {
     double total = 0;
-    for (size_t at = 0; at < n; at += 256) {
-        size_t len = n - at < 256 ? n - at : 256, j = 0;
-        float acc[8] = { 0 };
-        for (; j + 8 <= len; j += 8)
-            for (int l = 0; l < 8; l++) {
-                float x = a[at + j + l] - (b ? b[at + j + l] : 0.0f);
-                acc[l] += x * x;
-            }
-        for (; j < len; j++) {
-            float x = a[at + j] - (b ? b[at + j] : 0.0f);
-            acc[0] += x * x;
-        }
-        total += (double)(((acc[0] + acc[1]) + (acc[2] + acc[3])) +
-                          ((acc[4] + acc[5]) + (acc[6] + acc[7])));
-    }
+    for (size_t at = 0; at < n; at += 256)
+        total += sq_block(a + at, b ? b + at : NULL, TVS_MIN(n - at, 256));
     return total;
 }
 
-/* Entries that are not +-0 (compared as bits: vectorizable). */
+static inline float u2f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Entries that are not +-0 (compared as bits: vectorizable, 32-bit counts). */
 static size_t count_nonzero(const float *x, size_t n)
 {
     size_t z = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        z += (u & 0x7fffffffu) != 0;
+    for (size_t at = 0; at < n; at += 1u << 20) {
+        size_t len = TVS_MIN(n - at, 1u << 20);
+        uint32_t c = 0;
+        for (size_t i = 0; i < len; i++) {
+            uint32_t u;
+            memcpy(&u, &x[at + i], 4);
+            c += (u & 0x7fffffffu) != 0;
+        }
+        z += c;
     }
     return z;
 }
 
-/* w->ft, w->base and w->d = ft - base for @p n elements; returns the nonzeros of d. */
-static size_t load_delta(tvs__lworker *w, const uint8_t *ft, const uint8_t *base, tvs_dtype dt,
-                         size_t n)
+/* BF16 element i as f32 bits. */
+static inline uint32_t bf16_at(const uint8_t *p, size_t i)
 {
-    tvs_dtype_to_f32(w->ft, ft, n, dt);
-    tvs_dtype_to_f32(w->base, base, n, dt);
-    for (size_t i = 0; i < n; i++)
-        w->d[i] = w->ft[i] - w->base[i];
-    return count_nonzero(w->d, n);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint16_t v;
+    memcpy(&v, p + 2 * i, 2);   /* a plain load: the loops below vectorize */
+    return (uint32_t)v << 16;
+#else
+    return (uint32_t)(p[2 * i] | p[2 * i + 1] << 8) << 16;
+#endif
+}
+
+/*
+ * d = ft - base as f32 for @p n elements (BF16, the common dtype, in one
+ * pass; @p tmp, n floats, is scratch for the others). Returns the nonzeros
+ * of d.
+ */
+static size_t load_delta(float *d, float *tmp, const uint8_t *ft, const uint8_t *base,
+                         tvs_dtype dt, size_t n)
+{
+    if (dt == TVS_DTYPE_BF16) {
+        float *restrict dd = d;
+        for (size_t i = 0; i < n; i++)
+            dd[i] = u2f(bf16_at(ft, i)) - u2f(bf16_at(base, i));
+    } else {
+        const float *restrict b = tmp;
+        tvs_dtype_to_f32(d, ft, n, dt);
+        tvs_dtype_to_f32(tmp, base, n, dt);
+        for (size_t i = 0; i < n; i++)
+            d[i] = d[i] - b[i];
+    }
+    return count_nonzero(d, n);
 }
 
 /* ---- units */
@@ -285,6 +329,7 @@ static int dbl_desc(const void *a, const void *b)
 static unsigned probe_spectrum(const float *d, uint32_t rows, uint32_t cols, double *ev,
                                double *total)
 {
+    *total = 0;
     if (rows < 8 || cols < 8)
         return 0;
     /* rows that changed at all (a matrix with few changed rows has few
@@ -316,15 +361,22 @@ static unsigned probe_spectrum(const float *d, uint32_t rows, uint32_t cols, dou
                        64 * sizeof(float));
     }
     for (unsigned i = 0; i < m; i++)
-        for (unsigned j = 0; j <= i; j++) {
-            double acc[4] = { 0, 0, 0, 0 };
+        for (unsigned j = 0; j <= i; j += 2) {
+            /* rows j and j + 1 side by side (independent sums, each in its order) */
+            unsigned j2 = j + 1 <= i ? j + 1 : j;
+            double acc[4] = { 0, 0, 0, 0 }, acc2[4] = { 0, 0, 0, 0 };
             uint32_t k = 0;
             for (; k + 4 <= nc; k += 4)
-                for (int l = 0; l < 4; l++)
+                for (int l = 0; l < 4; l++) {
                     acc[l] += (double)r[i][k + l] * r[j][k + l];
-            for (; k < nc; k++)
+                    acc2[l] += (double)r[i][k + l] * r[j2][k + l];
+                }
+            for (; k < nc; k++) {
                 acc[0] += (double)r[i][k] * r[j][k];
+                acc2[0] += (double)r[i][k] * r[j2][k];
+            }
             g[i * m + j] = g[j * m + i] = acc[0] + acc[1] + acc[2] + acc[3];
+            g[i * m + j2] = g[j2 * m + i] = acc2[0] + acc2[1] + acc2[2] + acc2[3];
         }
     *total = 0;
     for (unsigned i = 0; i < m; i++)
@@ -404,7 +456,7 @@ static double entropy_bytes(const uint8_t *b, size_t n)
     return (double)n * TVS_MIN(8.0, e + 0.05) / 8;
 }
 
-/* Encode @p d (n values) with @p p into w->enc and decode into @p dhat. */
+/* Encode @p d (n values) with @p p into w->enc, and into @p dhat what it decodes to. */
 static int roundtrip(tvs__lworker *w, size_t *bytes, const tvs_lossy_params *p,
                      const float *d, float *dhat, size_t n)
 {
@@ -412,23 +464,22 @@ static int roundtrip(tvs__lworker *w, size_t *bytes, const tvs_lossy_params *p,
     size_t ss = tvs_lossy_scratch_size(p, n);
     int rc;
     if ((rc = grow((void **)&w->enc, &w->enc_cap, bound + 64)) ||
-        (rc = grow((void **)&w->scratch, &w->scratch_cap, ss + 64)) ||
-        (rc = tvs_lossy_unit_encode(w->enc, w->enc_cap, bytes, p, d, NULL, TVS_DTYPE_F32, n,
-                                    w->scratch)))
+        (rc = grow((void **)&w->scratch, &w->scratch_cap, ss + 64)))
         return rc;
-    return tvs_lossy_unit_decode(dhat, n, p->codec, (tvs_span){ w->enc, *bytes });
+    return tvs_lossy_unit_encode_r(w->enc, w->enc_cap, bytes, dhat, p, d, NULL, TVS_DTYPE_F32,
+                                   n, w->scratch);
 }
 
 /*
  * Measure every candidate of @p proto on up to @p cap values of @p d (n
- * values; evenly spaced runs of TVS__LRUN): rel = squared error / energy,
- * bpe = expected stored bytes per value.
+ * values, nnz of them nonzero; evenly spaced runs of TVS__LRUN):
+ * rel = squared error / energy, bpe = expected stored bytes per value.
  */
 static int measure(tvs__lworker *w, const tvs__lunit *proto, const float *d, size_t n,
-                   size_t cap, double *rel, double *bpe)
+                   size_t nnz, size_t cap, double *rel, double *bpe)
 {
     const float *s = d;
-    size_t m = n, nnz = count_nonzero(d, n);
+    size_t m = n;
     int rc;
     if (n > cap) {
         size_t runs = cap / TVS__LRUN;
@@ -483,16 +534,17 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
         n += units[k].n;
     if ((rc = ensure_floats(w, n)))
         return rc;
-    size_t nnz = load_delta(w, ft, base, dt, n);
-    /* per unit: energy and nonzeros */
-    size_t unnz[4096];
+    /* per unit, while it is in cache: the delta, its energy and nonzeros */
+    size_t unnz[4096], nnz = 0;
     if (n_units > 4096)
         return tvs__fail(TVS_EINVAL, "lossy: %u units in one chunk", n_units);
     uint8_t odd[4096];   /* non-finite values: stored exactly */
     int any_odd = 0;
     for (uint32_t k = 0, at = 0; k < n_units; at += units[k++].n) {
+        size_t z = load_delta(w->d + at, w->base + at, ft + (size_t)at * width,
+                              base + (size_t)at * width, dt, units[k].n);
         double e = sq_dist(w->d + at, NULL, units[k].n);
-        size_t z = count_nonzero(w->d + at, units[k].n);
+        nnz += z;
         odd[k] = !isfinite(e);
         any_odd |= odd[k];
         units[k].norm2 = odd[k] ? 0 : e;
@@ -536,7 +588,10 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
     candidates(&proto, (double)nnz / (double)n);
     double rel[TVS__LCAND_MAX], bpe[TVS__LCAND_MAX];
     double urel[TVS__LCAND_MAX], ubpe[TVS__LCAND_MAX];
-    if ((rc = measure(w, &proto, w->d, n, TVS__LSAMPLE, rel, bpe)))
+    size_t nnz_finite = 0;   /* the odd units' deltas are zero now */
+    for (uint32_t k = 0; k < n_units; k++)
+        nnz_finite += odd[k] ? 0 : unnz[k];
+    if ((rc = measure(w, &proto, w->d, n, nnz_finite, TVS__LSAMPLE, rel, bpe)))
         return rc;
     double mean2 = 0;
     for (uint32_t k = 0; k < n_units; k++)
@@ -551,7 +606,8 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
         if (n_units > 1 && u->n && !odd[k] &&
             (fabs((double)unnz[k] / u->n - (double)nnz / n) > 0.1 || un2 > 4 * mean2 ||
              un2 < mean2 / 4)) {
-            if ((rc = measure(w, &proto, w->d + at, u->n, TVS__LSAMPLE / 4, urel, ubpe)))
+            if ((rc = measure(w, &proto, w->d + at, u->n, unnz[k], TVS__LSAMPLE / 4, urel,
+                              ubpe)))
                 return rc;
             r = urel, b = ubpe;
         }
@@ -761,6 +817,49 @@ int tvs__lossy_allocate(tvs__lunit *const *u, size_t n, double budget)
 
 /* ---- encoding */
 
+/*
+ * The decoded elements round(base + dhat) into @p out, exactly what
+ * decoding will make, and the real error: the squared distance of their
+ * values to the fine-tune's elements @p ft, as sq_dist sums it. Block by
+ * block, while each is in cache.
+ */
+static int apply_dist(double *e, uint8_t *out, const uint8_t *base, const float *dhat,
+                      const uint8_t *ft, tvs_dtype dt, size_t n)
+{
+    unsigned width = tvs_dtype_bits(dt) / 8;
+    float v[256], f[256];
+    double total = 0;
+    int rc = 0;
+    for (size_t at = 0; !rc && at < n; at += 256) {
+        size_t len = TVS_MIN(n - at, 256);
+        uint8_t *o = out + at * width;
+        memcpy(o, base + at * width, len * width);
+        if ((rc = tvs_lossy_add(o, dt, dhat + at, len)))
+            break;
+        if (dt == TVS_DTYPE_BF16) {   /* sq_block's lanes, converting as it goes */
+            const uint8_t *fb = ft + at * width;
+            float acc[8] = { 0 };
+            size_t j = 0;
+            for (; j + 8 <= len; j += 8)
+                for (int l = 0; l < 8; l++) {
+                    float t = u2f(bf16_at(o, j + l)) - u2f(bf16_at(fb, j + l));
+                    acc[l] += t * t;
+                }
+            for (; j < len; j++) {
+                float t = u2f(bf16_at(o, j)) - u2f(bf16_at(fb, j));
+                acc[0] += t * t;
+            }
+            total += (double)(((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+                              ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+        } else if (!(rc = tvs_dtype_to_f32(v, o, len, dt)) &&
+                   !(rc = tvs_dtype_to_f32(f, ft + at * width, len, dt))) {
+            total += sq_block(v, f, len);
+        }
+    }
+    *e = total;
+    return rc;
+}
+
 int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t n_units,
                       const uint8_t *ft, uint8_t *base_io, tvs_dtype dt, double max_err)
 {
@@ -781,7 +880,8 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
         if ((rc = ensure_floats(w, n)) ||
             (rc = grow((void **)&w->elems, &w->elems_cap, n * width)))
             return rc;
-        size_t nnz = load_delta(w, uft, ubase, dt, n);
+        size_t nnz = load_delta(w->d, w->base, uft, ubase, dt, n);
+        u->from = u->pick;
         int have_svd = 0;
         for (uint8_t c = u->pick;; c++) {
             tvs_lossy_params pp = u->cand[c].p;
@@ -795,6 +895,7 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
             if (u->cand[c].all_nz)
                 pp.density = (float)((double)TVS_MAX(nnz, 1u) / (double)n);
             size_t bytes = 0;
+            double e = 0;
             if (p->codec == TVS_LC_VERBATIM) {
                 if ((rc = grow((void **)&w->enc, &w->enc_cap, n * width)))
                     return rc;
@@ -806,14 +907,9 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
                     memset(w->dhat, 0, n * sizeof(float));
                 else if ((rc = roundtrip(w, &bytes, p, w->d, w->dhat, n)))
                     return rc;
-                /* exactly what decoding will do */
-                memcpy(w->elems, ubase, n * width);
-                if ((rc = tvs_lossy_add(w->elems, dt, w->dhat, n)))
+                if ((rc = apply_dist(&e, w->elems, ubase, w->dhat, uft, dt, n)))
                     return rc;
             }
-            /* the real error: decoded elements against the fine-tune's */
-            tvs_dtype_to_f32(w->dhat, w->elems, n, dt);
-            double e = p->codec == TVS_LC_VERBATIM ? 0 : sq_dist(w->dhat, w->ft, n);
             double rel = u->norm2 > 0 ? sqrt(e / u->norm2) : (e > 0 ? 1e30 : 0);
             if (!(rel <= 1e30))
                 rel = 1e30;   /* stored, so finite */
@@ -824,7 +920,7 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
             if (max_err == 0 && rel * rel > 4 * est + 0.01 && c + 1 < u->n_cand &&
                 u->cand[c + 1].dist < u->cand[c].dist)
                 continue;
-            u->pick = c;
+            u->pick = u->written = c;
             u->err = (float)rel;
             u->codec = p->codec;
             u->bytes = (uint32_t)(bytes + TVS__LUNIT_HDR);

@@ -45,6 +45,8 @@ typedef struct {
     float err;                   /* relative L2 error, measured */
     uint8_t codec;
     uint32_t bytes;              /* payload + header */
+    uint8_t from;                /* the pick encoding started from (it may move on) */
+    uint8_t written;             /* the candidate written */
 } tvs__lunit;
 
 typedef struct tvs__lworker tvs__lworker;
@@ -96,7 +98,9 @@ int tvs__lossy_allocate(tvs__lunit *const *u, size_t n, double budget);
  * Encode one chunk with the picks: the lossy chunk's bytes go to @p out
  * (appended), and @p base_io (n elements of the base) becomes the decoded
  * elements. With @p max_err > 0, a unit whose measured error exceeds it
- * moves on to its next larger candidate until it meets it.
+ * moves on to its next larger candidate until it meets it. Each unit's
+ * `from` is its pick on entry, and `pick` and `written` the candidate
+ * written: the same picks and inputs give the same bytes.
  */
 int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *u, uint32_t n_units,
                       const uint8_t *ft, uint8_t *base_io, tvs_dtype dt, double max_err);

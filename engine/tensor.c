@@ -62,11 +62,22 @@ int tvs_chunk_plan_decode(uint8_t *dst, uint8_t *scratch, const tvs_chunk_plan *
 int tvs_chunk_plan_apply(uint8_t *dst, uint8_t *scratch, const tvs_chunk_plan *p,
                          tvs_codec_ctx *ctx)
 {
+    return tvs_chunk_plan_apply_to(dst, dst, scratch, p, ctx);
+}
+
+int tvs_chunk_plan_apply_to(uint8_t *dst, const uint8_t *root, uint8_t *scratch,
+                            const tvs_chunk_plan *p, tvs_codec_ctx *ctx)
+{
     int rc = 0;
-    for (uint32_t l = p->depth - 1; !rc && l-- > 0;) {
+    const uint8_t *from = root;   /* the level below's bytes: root, then dst */
+    if (p->depth == 1 && dst != root)
+        memcpy(dst, root, p->raw_len);
+    for (uint32_t l = p->depth - 1; !rc && l-- > 0; from = dst) {
         if (p->transform[l] == TVS_PLAN_LOSSY) {
             tvs_span lc;
             unsigned w = tvs_dtype_bits(p->dtype) / 8;
+            if (from != dst)
+                memcpy(dst, from, p->raw_len);
             if (!(rc = tvs_chunk_view(&lc, p->chunk[l], ctx)))
                 rc = tvs_lossy_chunk_apply(dst, p->dtype, p->raw_len / w, lc);
             continue;
@@ -77,14 +88,14 @@ int tvs_chunk_plan_apply(uint8_t *dst, uint8_t *scratch, const tvs_chunk_plan *p
         int rot;
         rc = tvs_chunk_decode_planes(planes, &w, &rot, p->raw_len, p->chunk[l], ctx);
         if (rc == 0 && !rot && w == tvs_delta_width(p->transform[l])) {
-            rc = tvs_delta_apply_planes(dst, planes, w, dst, p->raw_len, p->transform[l]);
+            rc = tvs_delta_apply_planes(dst, planes, w, from, p->raw_len, p->transform[l]);
             continue;
         }
         if (rc < 0)
             return rc;
         rc = tvs_chunk_decode(scratch, p->raw_len, p->chunk[l], ctx);
         if (!rc)
-            rc = tvs_delta_apply(dst, scratch, dst, p->raw_len, p->transform[l]);
+            rc = tvs_delta_apply(dst, scratch, from, p->raw_len, p->transform[l]);
     }
     return rc;
 }

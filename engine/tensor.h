@@ -58,4 +58,12 @@ int tvs_chunk_plan_decode(uint8_t *dst, uint8_t *scratch, const tvs_chunk_plan *
 int tvs_chunk_plan_apply(uint8_t *dst, uint8_t *scratch, const tvs_chunk_plan *p,
                          tvs_codec_ctx *ctx);
 
+/**
+ * tvs_chunk_plan_apply with the decoded root chunk in @p root (raw_len
+ * bytes, left as they are; may be @p dst) rather than in @p dst: spares a
+ * copy when the caller keeps the root's bytes.
+ */
+int tvs_chunk_plan_apply_to(uint8_t *dst, const uint8_t *root, uint8_t *scratch,
+                            const tvs_chunk_plan *p, tvs_codec_ctx *ctx);
+
 #endif

@@ -20,6 +20,7 @@
  * Assumes a little-endian host, as the rest of format/ does.
  */
 #include "format/lossy.h"
+#include "format/lossy_int.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -789,7 +790,7 @@ static int udec_open(udec *d, uint8_t codec, tvs_span payload, size_t n)
     return rc ? rc : rd_end(&r);
 }
 
-int tvs__lossy_simd = 1;   /* tests turn it off to run the reference loops */
+int tvs__lossy_simd = 1;   /* tests set 0 (reference loops) or 2 (SSE2, never AVX2) */
 
 /* dep4[m][x]: the low bits of x deposited at the set bits of the 4-bit mask m. */
 static const uint8_t dep4[16][16] = {
@@ -1785,10 +1786,8 @@ static const float step_try[] = { 0.85f, 1.0f, 1.15f };
 
 static inline float f16round(float x)
 {
-    if (x > 65504.0f)
-        x = 65504.0f;
-    if (x < -65504.0f)
-        x = -65504.0f;
+    x = x > 65504.0f ? 65504.0f : x;   /* no branches: loops over blocks vectorize */
+    x = x < -65504.0f ? -65504.0f : x;
     return h2f(f2h(x));
 }
 
@@ -2022,6 +2021,115 @@ static inline void bw_put(bitw *w, uint32_t v, unsigned bits)
     }
 }
 
+/*
+ * Eight indices of @p bits (< 8) each, q[0] lowest, as one 8·bits-bit value:
+ * the bytes of one load merged pairwise (SWAR), three times.
+ */
+static inline uint64_t pack8(const uint8_t *q, unsigned bits)
+{
+    uint64_t x;
+    memcpy(&x, q, 8);   /* little-endian: q[0] is the low byte */
+    x = (x & 0x00ff00ff00ff00ffull) | (x & 0xff00ff00ff00ff00ull) >> (8 - bits);
+    x = (x & 0x0000ffff0000ffffull) | (x & 0xffff0000ffff0000ull) >> (16 - 2 * bits);
+    return (x & 0xffffffffull) | (x >> 32) << (4 * bits);
+}
+
+/*
+ * acc[l] += (double)(mul * v) * x and sq[l] += (double)x * x in four lanes,
+ * l = i % 4, over the groups of four of @p len values; returns the values
+ * done. The SSE2 loop does the same, lane for lane.
+ */
+static size_t bq_sums(double *acc, double *sq, float mul, const float *v, const float *x,
+                      size_t len)
+{
+    size_t i = 0;
+#if defined(__SSE2__)
+    if (tvs__lossy_simd) {
+        const __m128 m = _mm_set1_ps(mul);
+        __m128d a0 = _mm_loadu_pd(acc), a1 = _mm_loadu_pd(acc + 2);
+        __m128d s0 = _mm_loadu_pd(sq), s1 = _mm_loadu_pd(sq + 2);
+        for (; i + 4 <= len; i += 4) {
+            __m128 xv = _mm_loadu_ps(x + i), r = _mm_mul_ps(m, _mm_loadu_ps(v + i));
+            __m128d x0 = _mm_cvtps_pd(xv), x1 = _mm_cvtps_pd(_mm_movehl_ps(xv, xv));
+            __m128d r0 = _mm_cvtps_pd(r), r1 = _mm_cvtps_pd(_mm_movehl_ps(r, r));
+            a0 = _mm_add_pd(a0, _mm_mul_pd(r0, x0));
+            a1 = _mm_add_pd(a1, _mm_mul_pd(r1, x1));
+            s0 = _mm_add_pd(s0, _mm_mul_pd(x0, x0));
+            s1 = _mm_add_pd(s1, _mm_mul_pd(x1, x1));
+        }
+        _mm_storeu_pd(acc, a0), _mm_storeu_pd(acc + 2, a1);
+        _mm_storeu_pd(sq, s0), _mm_storeu_pd(sq + 2, s1);
+        return i;
+    }
+#endif
+    for (; i + 4 <= len; i += 4)
+        for (unsigned l = 0; l < 4; l++) {
+            acc[l] += (double)(mul * v[i + l]) * x[i + l];
+            sq[l] += (double)x[i + l] * x[i + l];
+        }
+    return i;
+}
+
+#if defined(__SSE2__)
+/*
+ * bq_write's uniform loop and bq_sums in one SSE2 pass over the groups of
+ * four of a block: indices, brackets and both sums, the same operations in
+ * the same order per lane; returns the values done.
+ */
+static size_t bq_quant_sse2(uint8_t *q, float *ib, double *acc, double *sq, const bq_q *c,
+                            const float *x, size_t len)
+{
+    const __m128 im = _mm_set1_ps(c->inv_mul), z = _mm_set1_ps(c->z), is = _mm_set1_ps(c->inv_s);
+    const __m128 h = _mm_set1_ps(c->half), top = _mm_set1_ps(c->top), zero = _mm_setzero_ps();
+    const __m128 half = _mm_set1_ps(0.5f), s = _mm_set1_ps(c->s), m = _mm_set1_ps(c->mul);
+    __m128d a0 = _mm_loadu_pd(acc), a1 = _mm_loadu_pd(acc + 2);
+    __m128d s0 = _mm_loadu_pd(sq), s1 = _mm_loadu_pd(sq + 2);
+    size_t i = 0;
+    for (; i + 4 <= len; i += 4) {
+        __m128 xv = _mm_loadu_ps(x + i);
+        __m128 t = _mm_add_ps(_mm_mul_ps(_mm_sub_ps(_mm_mul_ps(xv, im), z), is), h);
+        t = _mm_min_ps(_mm_max_ps(t, zero), top);   /* t > 0 ? t : 0, then t < top ? t : top */
+        __m128i qi = _mm_cvttps_epi32(_mm_add_ps(t, half));
+        __m128 v = _mm_add_ps(_mm_mul_ps(s, _mm_sub_ps(_mm_cvtepi32_ps(qi), h)), z);
+        _mm_storeu_ps(ib + i, v);
+        __m128i qb = _mm_packus_epi16(_mm_packs_epi32(qi, qi), _mm_setzero_si128());
+        uint32_t q4 = (uint32_t)_mm_cvtsi128_si32(qb);
+        memcpy(q + i, &q4, 4);
+        __m128 r = _mm_mul_ps(m, v);
+        __m128d x0 = _mm_cvtps_pd(xv), x1 = _mm_cvtps_pd(_mm_movehl_ps(xv, xv));
+        __m128d r0 = _mm_cvtps_pd(r), r1 = _mm_cvtps_pd(_mm_movehl_ps(r, r));
+        a0 = _mm_add_pd(a0, _mm_mul_pd(r0, x0));
+        a1 = _mm_add_pd(a1, _mm_mul_pd(r1, x1));
+        s0 = _mm_add_pd(s0, _mm_mul_pd(x0, x0));
+        s1 = _mm_add_pd(s1, _mm_mul_pd(x1, x1));
+    }
+    _mm_storeu_pd(acc, a0), _mm_storeu_pd(acc + 2, a1);
+    _mm_storeu_pd(sq, s0), _mm_storeu_pd(sq + 2, s1);
+    return i;
+}
+#endif
+
+/* @p cnt indices of @p bits each: eight at a time (in at most two puts of
+ * at most 32 bits), the same stream as one put each. */
+static void bw_put_all(bitw *w, const uint8_t *q, size_t cnt, unsigned bits)
+{
+    size_t i = 0;
+    if (bits == 8)
+        for (; i + 4 <= cnt; i += 4)
+            bw_put(w, tvs_load_le32(q + i), 32);
+    else if (bits <= 4)
+        for (; i + 8 <= cnt; i += 8)
+            bw_put(w, (uint32_t)pack8(q + i, bits), 8 * bits);
+    else
+        for (; i + 8 <= cnt; i += 8) {
+            uint64_t v = pack8(q + i, bits);
+            bw_put(w, (uint32_t)v, 32);
+            bw_put(w, (uint32_t)(v >> 32), 8 * bits - 32);
+        }
+    for (; i < cnt; i++)
+        bw_put(w, q[i], bits);
+}
+
 static uint8_t *bw_end(bitw *w)
 {
     for (; w->n > 0; w->n = w->n > 8 ? w->n - 8 : 0) {
@@ -2029,6 +2137,54 @@ static uint8_t *bw_end(bitw *w)
         w->acc >>= 8;
     }
     return w->p;
+}
+
+/* The largest |x[i]| (the inputs are finite): the bits of |x| order like
+ * its values, so an integer maximum in lanes, which vectorizes. */
+static float absmax(const float *x, size_t n)
+{
+    int32_t mx[8] = { 0 }, r = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (unsigned l = 0; l < 8; l++) {
+            int32_t a = (int32_t)(f2u(x[i + l]) & 0x7fffffffu);
+            mx[l] = a > mx[l] ? a : mx[l];
+        }
+    for (; i < n; i++) {
+        int32_t a = (int32_t)(f2u(x[i]) & 0x7fffffffu);
+        mx[0] = a > mx[0] ? a : mx[0];
+    }
+    for (unsigned l = 0; l < 8; l++)
+        r = mx[l] > r ? mx[l] : r;
+    return u2f((uint32_t)r);
+}
+
+/*
+ * The starting step of one block, its values y = x - c: 2 mean |y| for one
+ * bit, the largest |y| over the outer level for wide steps, else the
+ * Gaussian step times the RMS. Sums in f64, in index order.
+ */
+static double block_step(const float *x, size_t len, double c, unsigned bits, int wide)
+{
+    double acc = 0;
+    if (bits == 1) {
+        for (size_t i = 0; i < len; i++)
+            acc += fabs(x[i] - c);
+        return 2 * acc / (double)len;
+    }
+    if (wide) {
+        if (c == 0)   /* y = x, and f64 holds every f32: the f32 maximum is the same */
+            acc = absmax(x, len);
+        else
+            for (size_t i = 0; i < len; i++)
+                acc = TVS_MAX(acc, fabs(x[i] - c));
+        return acc / ((double)((1u << bits) - 1) * 0.5);
+    }
+    for (size_t i = 0; i < len; i++) {
+        double y = x[i] - c;
+        acc += y * y;
+    }
+    return gauss_step[bits] * sqrt(acc / (double)len);
 }
 
 /*
@@ -2041,6 +2197,7 @@ typedef struct {
     float mul;
     float lv[16];
     float *sc, *zs;
+    float *tmp;                /* nb floats of scratch for bq_write */
     size_t m, nb;
 } bq_fit;
 
@@ -2058,28 +2215,41 @@ static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_p
     f->nb = nb;
     f->sc = work;
     f->zs = work + nb;
+    f->tmp = work + 2 * nb;
     /* per block: centre (mean with a zero point) and starting step, kept in sc/zs for now */
     double top_step = 0, top_c = 0;
-    for (size_t b = 0; b < nb; b++) {
-        const float *xb = x + b * block;
-        size_t len = TVS_MIN(m - b * block, block);
-        double sum = 0, sq = 0, ab = 0, mx = 0;
-        for (size_t i = 0; i < len; i++)
-            sum += xb[i];
-        double c = f->zp ? sum / (double)len : 0;
-        for (size_t i = 0; i < len; i++) {
-            double y = xb[i] - c;
-            sq += y * y;
-            ab += fabs(y);
-            mx = TVS_MAX(mx, fabs(y));
+    if (wide && !f->zp) {
+        /* the common case, blocks side by side: the largest |x| over the outer
+         * level; the largest step is the largest maximum's (division by a
+         * constant is monotone) */
+        const double outer = (double)((1u << bits) - 1) * 0.5;
+        float top = 0;
+        for (size_t b = 0; b < nb; b++) {
+            f->zs[b] = absmax(x + b * block, TVS_MIN(m - b * block, block));
+            top = f->zs[b] > top ? f->zs[b] : top;
         }
-        double step = bits == 1 ? 2 * ab / (double)len
-                      : wide   ? mx / ((double)((1u << bits) - 1) * 0.5)
-                               : gauss_step[bits] * sqrt(sq / (double)len);
-        f->sc[b] = (float)step;
-        f->zs[b] = (float)c;
-        top_step = TVS_MAX(top_step, step);
-        top_c = TVS_MAX(top_c, fabs(c));
+        for (size_t b = 0; b < nb; b++) {
+            f->sc[b] = (float)((double)f->zs[b] / outer);
+            f->zs[b] = 0;
+        }
+        top_step = (double)top / outer;
+    } else {
+        for (size_t b = 0; b < nb; b++) {
+            const float *xb = x + b * block;
+            size_t len = TVS_MIN(m - b * block, block);
+            double c = 0;
+            if (f->zp) {
+                double sum = 0;
+                for (size_t i = 0; i < len; i++)
+                    sum += xb[i];
+                c = sum / (double)len;
+            }
+            double step = block_step(xb, len, c, bits, wide);
+            f->sc[b] = (float)step;
+            f->zs[b] = (float)c;
+            top_step = TVS_MAX(top_step, step);
+            top_c = TVS_MAX(top_c, fabs(c));
+        }
     }
     /* mul: the largest step tried is 1024 in f16 (full precision); zero points <= 32768 */
     double mul = TVS_MAX(top_step * (bits == 1 ? 1.0 : STEP_MAX) / 1024.0, top_c / 32768.0);
@@ -2093,7 +2263,15 @@ static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_p
     }
     bq_q c = { f->mul, 1.0f / f->mul, 0, 0, 0, (float)((1u << bits) - 1) * 0.5f,
                (float)((1u << bits) - 1), NULL, NULL, 1u << bits };
+    /* the uniform fit's error matters only against a codebook's */
+    const int cb = want_cb(p);
     double err_u = 0;
+    if (wide && !f->zp && !cb) {   /* the starting step, to f16, blocks side by side */
+        const float fm = f->mul;
+        for (size_t b = 0; b < nb; b++)
+            f->sc[b] = f16round(f->sc[b] / fm);
+        return bq_size(m, bits, block, 0, 0);
+    }
     for (size_t b = 0; b < nb; b++) {
         const float *xb = x + b * block;
         size_t len = TVS_MIN(m - b * block, block);
@@ -2105,10 +2283,10 @@ static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_p
             for (size_t i = 0; i < len; i++)
                 ab += fabs((double)(xb[i] * c.inv_mul - c.z));
             bq_q_set(&c, f16round((float)(2 * ab / (double)len)));
-            e = bq_eval(&c, xb, len).err;
+            e = cb ? bq_eval(&c, xb, len).err : 0;
         } else if (wide) {
             bq_q_set(&c, f16round(step0));
-            e = bq_eval(&c, xb, len).err;
+            e = cb ? bq_eval(&c, xb, len).err : 0;
         } else {
             bq_fit_block(&c, xb, len, step0, &e);
         }
@@ -2116,7 +2294,7 @@ static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_p
         f->zs[b] = c.z;
         err_u += e;
     }
-    if (!want_cb(p))
+    if (!cb)
         return bq_size(m, bits, block, f->zp, 0);
     /* a codebook (weighted Lloyd from the uniform levels), the scales refit
      * to it (trial scales in sc_cb), kept only if the total error is lower */
@@ -2146,9 +2324,13 @@ static size_t bq_fit_body(bq_fit *f, const float *x, size_t m, const tvs_lossy_p
 
 /*
  * Write the body of @p f for the values @p x. With @p dot, also <r, x> in
- * f64 for the values r that decoding will give (bq_next's arithmetic).
+ * f64 for the values r that decoding will give (bq_next's arithmetic: r =
+ * mul * (scale * L[q] + zero)), and |x|^2 into @p e2 as dot_with sums it
+ * when the block is a multiple of 4 (the lanes line up); with @p inner (m
+ * values), the bracket of each: decoding gives the stored mul times it.
  */
-static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x, double *dot)
+static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x, double *dot, double *e2,
+                         float *inner)
 {
     const unsigned bits = f->bits, nlev = 1u << bits;
     *o++ = (uint8_t)bits;
@@ -2161,6 +2343,10 @@ static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x, double *do
     if (f->cb)
         for (unsigned q = 0; q < nlev; q++, o += 4)
             tvs_store_le32(o, f2u(f->lv[q]));
+    for (size_t b = 0; b < f->nb; b++) {   /* bq_q_set's inverses, blocks side by side */
+        float s = f->sc[b], inv = 1.0f / (s > 0 ? s : 1.0f);
+        f->tmp[b] = s > 0 ? inv : 0.0f;
+    }
     for (size_t b = 0; b < f->nb; b++, o += 2) {
         uint16_t h = f2h(f->sc[b]);
         o[0] = (uint8_t)h, o[1] = (uint8_t)(h >> 8);
@@ -2179,34 +2365,53 @@ static uint8_t *bq_write(uint8_t *o, const bq_fit *f, const float *x, double *do
                f->cb ? thr : NULL, nlev };
     bitw w = { o, 0, 0 };
     uint8_t q[TVS_BQ_MAX_BLOCK];
-    double acc[4] = { 0 };
+    float in_b[TVS_BQ_MAX_BLOCK];
+    double acc[4] = { 0 }, sq[4] = { 0 };
+    const int avx2 = tvs__lossy_simd == 1 && tvs__bq_avx2();
     for (size_t b = 0; b < f->nb; b++) {
         const float *xb = x + b * f->block;
-        size_t len = TVS_MIN(f->m - b * f->block, f->block);
+        size_t len = TVS_MIN(f->m - b * f->block, f->block), i = 0;
+        float *ib = inner ? inner + b * f->block : in_b;
         c.z = f->zs[b];
-        bq_q_set(&c, f->sc[b]);
+        c.s = f->sc[b];
+        c.inv_s = f->tmp[b];
+        const float sc = c.s, z = c.z, mul = c.mul;
         if (f->cb) {
-            for (size_t i = 0; i < len; i++)
+            for (i = 0; i < len; i++) {
                 q[i] = (uint8_t)bq_index(&c, xb[i] * c.inv_mul - c.z);
-        } else {   /* bq_index, uniform, in a loop the compiler vectorizes */
-            const float im = c.inv_mul, z = c.z, is = c.inv_s, h = c.half, top = c.top;
-            for (size_t i = 0; i < len; i++) {
-                float t = (xb[i] * im - z) * is + h;
+                ib[i] = sc * c.lv[q[i]] + z;
+            }
+            i = 0;
+        } else {   /* bq_index and bq_level, uniform, in a loop the compiler vectorizes */
+            const float im = c.inv_mul, is = c.inv_s, h = c.half, top = c.top;
+#if defined(__SSE2__)
+            if (avx2) {
+                tvs__bq_quant k = { c.inv_mul, c.z, c.inv_s, c.half, c.top, c.s, c.mul };
+                i = tvs__bq_quant_avx2(q, ib, acc, sq, &k, xb, len);
+            }
+            if (tvs__lossy_simd)
+                i += bq_quant_sse2(q + i, ib + i, acc, sq, &c, xb + i, len - i);
+#endif
+            for (size_t j = i; j < len; j++) {
+                float t = (xb[j] * im - z) * is + h;
                 t = t > 0 ? t : 0;
                 t = t < top ? t : top;
-                q[i] = (uint8_t)(int)(t + 0.5f);
+                int qi = (int)(t + 0.5f);
+                q[j] = (uint8_t)qi;
+                ib[j] = sc * ((float)qi - h) + z;
             }
         }
-        for (size_t i = 0; i < len; i++)
-            bw_put(&w, q[i], bits);
-        if (dot) {
-            const float mul = c.mul, sc = c.s, z = c.z;
-            for (size_t i = 0; i < len; i++)
-                acc[i % 4] += (double)(mul * (sc * bq_level(&c, q[i]) + z)) * xb[i];
+        i += bq_sums(acc, sq, mul, ib + i, xb + i, len - i);
+        for (; i < len; i++) {   /* the last few: lanes i % 4 for <r, x>, lane 0 for |x|^2 */
+            acc[i % 4] += (double)(mul * ib[i]) * xb[i];
+            sq[0] += (double)xb[i] * xb[i];
         }
+        bw_put_all(&w, q, len, bits);
     }
     if (dot)
         *dot = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    if (e2)
+        *e2 = (sq[0] + sq[1]) + (sq[2] + sq[3]);
     return bw_end(&w);
 }
 
@@ -2825,22 +3030,49 @@ static uint8_t *lowrankq_encode(uint8_t *o, const tvs_lossy_params *p, const flo
         bq_fit_body(&f, x, m, &bp, work);
         uint8_t *body = o;
         double dot = 0;
-        o = bq_write(o, &f, x, p->unbiased ? &dot : NULL);
+        o = bq_write(o, &f, x, p->unbiased ? &dot : NULL, NULL, NULL);
         if (p->unbiased)   /* each factor keeps its full length along itself */
             rescale(body + BQ_HDR - 4, dot, dot_with(x, x, m));
     }
     return o;
 }
 
-int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_lossy_params *p,
-                          const float *d, const uint8_t *ft, tvs_dtype dt, size_t n,
-                          void *scratch)
+/*
+ * What decoding gives, from the encoder's state: BLOCKQ and SPARSEQ values
+ * are the stored mul times the brackets in @p r (bq_write, the k kept ones
+ * first, then spread out from the back: the j-th kept entry never sits
+ * before j); SIGN values are +-scale (r unused).
+ */
+static void reconstruct(float *r, const tvs_lossy_params *p, const uint8_t *scale_at,
+                        const float *d, size_t n, const uint64_t *kb, size_t k)
+{
+    const float s = u2f(tvs_load_le32(scale_at));
+    if (p->codec == TVS_LC_SIGN) {
+        for (size_t i = 0; i < n; i++)
+            r[i] = k == n || kept_at(kb, i) ? (d[i] < 0 ? -s : s) : 0.0f;
+        return;
+    }
+    if (k == n) {
+        for (size_t i = 0; i < n; i++)
+            r[i] = s * r[i];
+        return;
+    }
+    for (size_t i = n, j = k; i-- > 0;)
+        r[i] = kept_at(kb, i) ? s * r[--j] : 0.0f;
+}
+
+static int unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_lossy_params *p,
+                       const float *d, const uint8_t *ft, tvs_dtype dt, size_t n, void *scratch,
+                       float *r)
 {
     int rc = check_params(p, n, dt);
     if (rc)
         return rc;
-    if (p->codec == TVS_LC_ZERO)
+    if (p->codec == TVS_LC_ZERO) {
+        if (r)
+            memset(r, 0, n * sizeof *r);
         return *written = 0, 0;
+    }
     if (p->codec == TVS_LC_VERBATIM) {
         size_t need = n * width_of(dt);
         if ((rc = need_cap(need, cap, p->codec)))
@@ -2858,30 +3090,42 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
     carve cv = { (uint8_t *)ALIGN16((uintptr_t)scratch) };
     size_t need, k = tvs_lossy_keep_count(p->density, n), scale_at = SIZE_MAX;
     double dot = 0;   /* <r, d>, r the decoded unit: for params.unbiased */
+    double e2 = -1;   /* |d|^2 as dot_with(d, d, n) sums it, when bq_write did */
     uint8_t *o = dst;
+    uint64_t *kb = NULL;
     bq_fit f;
     switch (p->codec) {
     case TVS_LC_BLOCKQ:
+        k = n;
         need = bq_fit_body(&f, d, n, p, take(&cv, bq_scratch(n, p->block)));
         if ((rc = need_cap(need, cap, p->codec)))
             return rc;
-        o = bq_write(o, &f, d, p->unbiased ? &dot : NULL);
+        o = bq_write(o, &f, d, p->unbiased ? &dot : NULL, f.block % 4 ? NULL : &e2, r);
         scale_at = BQ_HDR - 4;   /* mul */
         break;
     case TVS_LC_SIGN:
     case TVS_LC_SPARSEQ: {
         uint32_t *keys = take(&cv, n * 4);
-        uint64_t *kb = take(&cv, ceil8(n) + 8);
-        top_k(kb, keys, d, n, k);
-        mask_choice mc = mask_choose(kb, n, k);
-        float *vals = (float *)keys, *work = NULL;
-        size_t j = 0;
+        kb = take(&cv, ceil8(n) + 8);
+        mask_choice mc = { TVS_MASK_ALL, 0 };
+        const float *vals = d;
+        float *work = NULL;
         double sum = 0;
-        for (size_t i = 0; i < n; i++)
-            if (kept_at(kb, i)) {
-                vals[j++] = d[i];
+        if (k == n) {   /* every entry: no selection, no copy */
+            for (size_t i = 0; i < n; i++)
                 sum += fabs((double)d[i]);
-            }
+        } else {
+            float *kept = (float *)keys;
+            size_t j = 0;
+            top_k(kb, keys, d, n, k);
+            mc = mask_choose(kb, n, k);
+            for (size_t i = 0; i < n; i++)
+                if (kept_at(kb, i)) {
+                    kept[j++] = d[i];
+                    sum += fabs((double)d[i]);
+                }
+            vals = kept;
+        }
         if (p->codec == TVS_LC_SIGN) {
             need = 4 + MASK_HDR + mc.len + ceil8(k);
         } else {
@@ -2896,14 +3140,24 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
             dot = (double)sc * sum;   /* r = ±sc on the kept entries */
             scale_at = 0;
             o = mask_write(o + 4, kb, n, k, mc);
-            memset(o, 0, ceil8(k));
-            for (size_t t = 0; t < k; t++)
-                o[t / 8] |= (uint8_t)((vals[t] < 0) << (t % 8));
-            o += ceil8(k);
+            size_t t = 0;   /* a byte of sign bits at a time */
+            for (; t + 8 <= k; t += 8) {
+                unsigned byte = 0;
+                for (unsigned l = 0; l < 8; l++)
+                    byte |= (unsigned)(vals[t + l] < 0) << l;
+                *o++ = (uint8_t)byte;
+            }
+            if (t < k) {
+                unsigned byte = 0;
+                for (unsigned l = 0; t + l < k; l++)
+                    byte |= (unsigned)(vals[t + l] < 0) << l;
+                *o++ = (uint8_t)byte;
+            }
         } else {
             o = mask_write(o, kb, n, k, mc);
             scale_at = (size_t)(o - dst) + BQ_HDR - 4;
-            o = bq_write(o, &f, vals, p->unbiased ? &dot : NULL);   /* r = 0 elsewhere */
+            o = bq_write(o, &f, vals, p->unbiased ? &dot : NULL,   /* r = 0 elsewhere */
+                         k == n && f.block % 4 == 0 ? &e2 : NULL, r);
         }
         break;
     }
@@ -2938,6 +3192,27 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
     }
     *written = (size_t)(o - dst);
     if (p->unbiased && scale_at != SIZE_MAX)
-        rescale(dst + scale_at, dot, dot_with(d, d, n));
+        rescale(dst + scale_at, dot, e2 >= 0 ? e2 : dot_with(d, d, n));
+    if (!r)
+        return 0;
+    if (p->codec == TVS_LC_LOWRANK || p->codec == TVS_LC_LOWRANKQ) {
+        rc = tvs_lossy_unit_decode(r, n, p->codec, (tvs_span){ dst, *written });
+        return rc ? tvs__failctx(rc, "reconstruction") : 0;
+    }
+    reconstruct(r, p, dst + scale_at, d, n, kb, k);
     return 0;
+}
+
+int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_lossy_params *p,
+                          const float *d, const uint8_t *ft, tvs_dtype dt, size_t n,
+                          void *scratch)
+{
+    return unit_encode(dst, cap, written, p, d, ft, dt, n, scratch, NULL);
+}
+
+int tvs_lossy_unit_encode_r(uint8_t *dst, size_t cap, size_t *written, float *r,
+                            const tvs_lossy_params *p, const float *d, const uint8_t *ft,
+                            tvs_dtype dt, size_t n, void *scratch)
+{
+    return unit_encode(dst, cap, written, p, d, ft, dt, n, scratch, r);
 }

@@ -111,6 +111,16 @@ size_t tvs_lossy_unit_bound(const tvs_lossy_params *p, size_t n, tvs_dtype dt);
 int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_lossy_params *p,
                           const float *d, const uint8_t *ft, tvs_dtype dt, size_t n,
                           void *scratch);
+/**
+ * tvs_lossy_unit_encode, and into @p r the n values decoding the payload
+ * gives (bit for bit what tvs_lossy_unit_decode writes), from the encoder's
+ * own state where it can (BLOCKQ, SPARSEQ, SIGN, ZERO): for an encoder
+ * that measures its error. VERBATIM leaves @p r alone. Same scratch.
+ */
+int tvs_lossy_unit_encode_r(uint8_t *dst, size_t cap, size_t *written, float *r,
+                            const tvs_lossy_params *p, const float *d, const uint8_t *ft,
+                            tvs_dtype dt, size_t n, void *scratch);
+
 /** Scratch bytes tvs_lossy_unit_encode needs (any alignment); 0 if none. */
 size_t tvs_lossy_scratch_size(const tvs_lossy_params *p, size_t n);
 
@@ -198,7 +208,10 @@ int tvs_lossy_add(uint8_t *dst, tvs_dtype dt, const float *d, size_t n);
 /** Dtypes a lossy tensor may have (BF16, F16, F32). */
 int tvs_lossy_dtype_ok(tvs_dtype dt);
 
-/** 0 runs the portable reference loops instead of the SSE2 ones (for tests). */
+/**
+ * For tests: 1 (the default) runs the SSE2 loops, and the AVX2 one where the
+ * CPU has it; 2 the SSE2 loops only; 0 the portable reference loops.
+ */
 extern int tvs__lossy_simd;
 
 const char *tvs_lossy_codec_name(unsigned codec);

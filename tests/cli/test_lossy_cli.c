@@ -347,6 +347,66 @@ Test(lossy_cli, sparse_deltas_take_sparse_codecs)
     free(pb), free(pf), free(out);
 }
 
+/*
+ * A fine-tune whose tensors span several chunks, of rows unlike each other
+ * (bands of small and large dense changes, and of a few large ones), so
+ * that a --bits budget takes a second (or third) pass in which some chunks
+ * keep their candidates and others move.
+ */
+static void write_banded_ft(const char *pb, const char *pf)
+{
+    tt_tensor t[] = { { "a", "BF16", 2, { 768, 1024 } }, { "b", "BF16", 2, { 1024, 384 } } };
+    cr_assert_eq(tt_write_st_weights(pb, t, 2, NULL, 21), 0);
+    size_t len;
+    uint8_t *f = tt_read_file(pb, &len);
+    size_t data0 = 8 + (size_t)tvs_load_le64(f), a_len = 768 * 1024 * 2;
+    uint64_t st = 22;
+    for (size_t i = data0; i + 2 <= len; i += 2) {
+        size_t e = (i - data0) / 2, row = i - data0 < a_len ? e / 1024 : (e - 768 * 1024) / 384;
+        /* the sum of four uniforms: near-Gaussian, in exact arithmetic */
+        float g = 0;
+        for (int k = 0; k < 4; k++)
+            g += (float)(tt_lcg(&st) % 2001) / 1000.0f - 1.0f;
+        float d = (row / 64) % 3 == 1 ? 0.0032f * g : 0.0008f * g;
+        if ((row / 32) % 5 == 4)
+            d = tt_lcg(&st) % 20 == 0 ? 0.01f * g : 0.0f;
+        float x = tvs_bf16_to_f32((uint16_t)(f[i] | f[i + 1] << 8));
+        uint16_t v = tvs_f32_to_bf16(x + d);
+        f[i] = (uint8_t)v, f[i + 1] = (uint8_t)(v >> 8);
+    }
+    cr_assert_eq(tt_write_file(pf, f, len), 0);
+    free(f);
+}
+
+Test(lossy_cli, bits_passes_that_keep_or_rebuild_chunks_stay_consistent)
+{
+    char *pb = path("b.safetensors"), *pf = path("f.safetensors"), *o1 = path("o1.safetensors"),
+         *o2 = path("o2.safetensors"), why[256];
+    write_banded_ft(pb, pf);
+    ok("import", pb, "--as", "b");
+    static const char *const bits[] = { "1", "1.5", "2.5", "5" };
+    for (size_t k = 0; k < sizeof bits / sizeof *bits; k++) {
+        char a[32], c[32];
+        snprintf(a, sizeof a, "a%zu", k);
+        snprintf(c, sizeof c, "c%zu", k);
+        ok("import", pf, "--base", "b", "--lossy", "--bits", bits[k], "--threads", "1", "--as", a);
+        ok("import", pf, "--base", "b", "--lossy", "--bits", bits[k], "--threads", "2", "--as", c);
+        ok("export", a, "-o", o1);
+        ok("export", c, "-o", o2);
+        cr_assert_eq(tt_files_equal(o1, o2, why, sizeof why), 1, "--bits %s: %s", bits[k], why);
+        json_t *ra = stats_ref(a), *rc = stats_ref(c);
+        cr_assert_eq(num(ra, "own_bytes"), num(rc, "own_bytes"));
+        cr_assert(num(ra, "bits_per_param") <= atof(bits[k]), "--bits %s: %.3f", bits[k],
+                  num(ra, "bits_per_param"));
+        json_decref(ra), json_decref(rc);
+    }
+    /* every lossy tensor's checksum is of its decoded bytes, kept or rebuilt ones too */
+    tt_run r = run("fsck");
+    cr_assert_eq(r.code, 0, "%s%s", r.out, r.err);
+    tt_run_dispose(&r);
+    free(pb), free(pf), free(o1), free(o2);
+}
+
 /* base + scale * B·A, rounded once to BF16, computed here independently. */
 static void lora_reference(const char *base, const char *adapter, const char *out)
 {

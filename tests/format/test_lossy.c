@@ -1301,32 +1301,108 @@ Test(lossy, encoders_never_write_past_the_bound_and_report_ebufs_below_it)
 Test(lossy, encoding_is_deterministic_and_does_not_depend_on_simd)
 {
     size_t n = 3000;
-    float *d = malloc(n * sizeof *d);
+    float *d = malloc(n * sizeof *d), *r = malloc(n * sizeof *r), *r0 = malloc(n * sizeof *r0);
     fill_laplace(d, n, 1e-3, 150);
     tvs_lossy_params ps[] = {
         bq(2, 64, 0), bq(3, 64, TVS_BQ_CODEBOOK), bq(4, 16, TVS_BQ_ZERO), bq(7, 256, 3),
+        bq(2, 256, 0), bq(5, 24, 0), bq(8, 64, 0),
         { .codec = TVS_LC_SIGN, .density = 0.1f },
         { .codec = TVS_LC_SPARSEQ, .density = 0.25f, .bits = 2, .block = 32, .flags = 2 },
+        { .codec = TVS_LC_SPARSEQ, .density = 1, .bits = 4, .block = 64 },
         { .codec = TVS_LC_LOWRANK, .rows = 50, .cols = 60, .rank = 6,
           .factor_dtype = TVS_DTYPE_BF16 },
         { .codec = TVS_LC_LOWRANKQ, .rows = 50, .cols = 60, .rank = 50, .rate = 1.0f,
           .unbiased = 1 },
     };
-    for (size_t t = 0; t < sizeof ps / sizeof *ps; t++) {
-        size_t l1, l2, l3;
-        uint8_t *a = enc(&l1, &ps[t], d, n), *b = enc(&l2, &ps[t], d, n);
-        tvs__lossy_simd = 0;
-        uint8_t *c = enc(&l3, &ps[t], d, n);
-        tvs__lossy_simd = 1;
-        cr_assert_eq(l1, l2);
-        cr_assert_eq(l1, l3);
-        cr_assert_arr_eq(a, b, l1, "params %zu: two encodings differ", t);
-        cr_assert_arr_eq(a, c, l1, "params %zu: the reference loops encode differently", t);
-        free(a);
-        free(b);
-        free(c);
-    }
+    /* the encoder's variants (unbiased, wide steps) under every SIMD level:
+     * 1 (SSE2, and AVX2 where the CPU has it), 2 (SSE2 only), 0 (reference) */
+    for (size_t t = 0; t < sizeof ps / sizeof *ps; t++)
+        for (int v = 0; v < 4; v++) {
+            tvs_lossy_params p = ps[t];
+            p.unbiased = v & 1;
+            p.wide = v >> 1 && p.bits >= 2;
+            size_t l0, l1;
+            uint8_t *a = enc(&l0, &p, d, n);
+            size_t bound = tvs_lossy_unit_bound(&p, n, TVS_DTYPE_F32);
+            void *scratch = malloc(tvs_lossy_scratch_size(&p, n) + 1);
+            uint8_t *b = malloc(bound + 1);
+            cr_assert(scratch && b);
+            tt_ok(tvs_lossy_unit_encode_r(b, bound, &l1, r0, &p, d, NULL, TVS_DTYPE_F32, n,
+                                          scratch));
+            static const int levels[] = { 1, 2, 0 };
+            for (size_t k = 0; k < 3; k++) {
+                tvs__lossy_simd = levels[k];
+                size_t l2, l3;
+                uint8_t *c = enc(&l2, &p, d, n);
+                tt_ok(tvs_lossy_unit_encode_r(b, bound, &l3, r, &p, d, NULL, TVS_DTYPE_F32, n,
+                                              scratch));
+                tvs__lossy_simd = 1;
+                cr_assert_eq(l0, l2);
+                cr_assert_arr_eq(a, c, l0, "params %zu/%d: simd %d encodes differently", t, v,
+                                 levels[k]);
+                cr_assert_eq(l1, l3);
+                cr_assert_arr_eq(r0, r, n * sizeof *r, "params %zu/%d: simd %d reconstructs "
+                                 "differently", t, v, levels[k]);
+                free(c);
+            }
+            free(a);
+            free(b);
+            free(scratch);
+        }
     free(d);
+    free(r);
+    free(r0);
+}
+
+Test(lossy, encode_r_gives_the_payload_and_bit_for_bit_what_decoding_gives)
+{
+    size_t n = 3001;
+    float *d = malloc(n * sizeof *d), *r = malloc(n * sizeof *r), *z = calloc(n, sizeof *z);
+    cr_assert(d && r && z);
+    fill_laplace(d, n, 1e-3, 151);
+    for (size_t i = 0; i < n; i += 7)
+        d[i] = i % 14 ? 0.0f : -0.0f;   /* zeros of both signs */
+    tvs_lossy_params ps[] = {
+        bq(1, 64, 0), bq(2, 64, 0), bq(3, 256, 0), bq(3, 64, TVS_BQ_CODEBOOK),
+        bq(4, 16, TVS_BQ_ZERO), bq(5, 24, 3), bq(7, 100, 0), bq(8, 64, 0),
+        { .codec = TVS_LC_ZERO },
+        { .codec = TVS_LC_SIGN, .density = 1 },
+        { .codec = TVS_LC_SIGN, .density = 0.1f },
+        { .codec = TVS_LC_SPARSEQ, .density = 1, .bits = 2, .block = 64 },
+        { .codec = TVS_LC_SPARSEQ, .density = 0.25f, .bits = 2, .block = 32, .flags = 2 },
+        { .codec = TVS_LC_SPARSEQ, .density = 0.5f, .bits = 4, .block = 64, .flags = 1 },
+        { .codec = TVS_LC_LOWRANK, .rows = 3001, .cols = 1, .rank = 1,
+          .factor_dtype = TVS_DTYPE_BF16 },
+    };
+    for (int zero = 0; zero < 2; zero++)
+        for (size_t t = 0; t < sizeof ps / sizeof *ps; t++)
+            for (int v = 0; v < 4; v++) {
+                tvs_lossy_params p = ps[t];
+                p.unbiased = v & 1;
+                p.wide = v >> 1 && p.bits >= 2;
+                const float *x = zero ? z : d;
+                size_t bound = tvs_lossy_unit_bound(&p, n, TVS_DTYPE_F32), l1, l2;
+                uint8_t *a = malloc(bound + 1), *b = malloc(bound + 1);
+                void *scratch = malloc(tvs_lossy_scratch_size(&p, n) + 1);
+                cr_assert(a && b && scratch);
+                tt_ok(tvs_lossy_unit_encode(a, bound, &l1, &p, x, NULL, TVS_DTYPE_F32, n,
+                                            scratch));
+                tt_ok(tvs_lossy_unit_encode_r(b, bound, &l2, r, &p, x, NULL, TVS_DTYPE_F32, n,
+                                              scratch));
+                cr_assert_eq(l1, l2);
+                cr_assert_arr_eq(a, b, l1, "params %zu/%d: the payloads differ", t, v);
+                float *dh = dec(a, l1, p.codec, n);
+                cr_assert_arr_eq(r, dh, n * sizeof *r,
+                                 "params %zu/%d (zero %d): r is not what decoding gives", t, v,
+                                 zero);
+                free(dh);
+                free(a);
+                free(b);
+                free(scratch);
+            }
+    free(d);
+    free(r);
+    free(z);
 }
 
 Test(lossy, encoders_refuse_bad_params_and_non_finite_deltas)

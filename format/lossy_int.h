@@ -1,0 +1,26 @@
+/*
+ * What format/lossy.c shares with its SIMD loops (format/lossy_avx2.c).
+ */
+#ifndef TVS_FORMAT_LOSSY_INT_H
+#define TVS_FORMAT_LOSSY_INT_H
+
+#include "format/base.h"
+
+/* One BLOCKQ block's uniform quantizer: q = round(clamp((x * inv_mul - z) *
+ * inv_s + half, 0, top)), its bracket s * (q - half) + z. */
+typedef struct {
+    float inv_mul, z, inv_s, half, top, s, mul;
+} tvs__bq_quant;
+
+/*
+ * Indices, brackets and the sums acc[l] += (double)(mul * bracket) * x,
+ * sq[l] += (double)x * x (l = i % 4) for the groups of eight of @p len
+ * values; returns the values done. Call only if tvs__bq_avx2().
+ */
+size_t tvs__bq_quant_avx2(uint8_t *q, float *ib, double *acc, double *sq,
+                          const tvs__bq_quant *c, const float *x, size_t len);
+
+/** 1 if the CPU runs AVX2 code. */
+int tvs__bq_avx2(void);
+
+#endif
