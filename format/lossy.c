@@ -957,6 +957,7 @@ static inline __attribute__((always_inline)) void lr_accum(float *o, size_t sl, 
 static void lr_rows4_f32(float *out, size_t cols, const float *u, const float *v, uint32_t rank,
                          float scale)
 {
+    const int avx2 = tvs__bq_avx2();
     for (size_t j = 0; j < cols; j += STRIP) {
         const size_t sl = TVS_MIN(cols - j, STRIP);
         float *restrict o0 = out + j, *restrict o1 = o0 + cols, *restrict o2 = o1 + cols;
@@ -964,12 +965,17 @@ static void lr_rows4_f32(float *out, size_t cols, const float *u, const float *v
         const float *u0 = u, *u1 = u0 + rank, *u2 = u1 + rank, *u3 = u2 + rank;
         for (size_t x = 0; x < sl; x++)
             o0[x] = o1[x] = o2[x] = o3[x] = 0.0f;
+        /* the rank pairs over the columns AVX2 takes, then the rest here */
+        const float *const u4[4] = { u0, u1, u2, u3 };
+        const size_t x0 = tvs__lossy_simd == 1 && avx2
+                              ? tvs__lr_rows4_avx2(o0, cols, sl, u4, v + j, cols, rank)
+                              : 0;
         uint32_t r = 0;
         for (; r + 2 <= rank; r += 2) {
             const float *restrict va = v + (size_t)r * cols + j, *restrict vb = va + cols;
             const float a0 = u0[r], a1 = u1[r], a2 = u2[r], a3 = u3[r];
             const float b0 = u0[r + 1], b1 = u1[r + 1], b2 = u2[r + 1], b3 = u3[r + 1];
-            size_t x = 0;
+            size_t x = x0;
 #if defined(__SSE2__)
             const __m128 A0 = _mm_set1_ps(a0), A1 = _mm_set1_ps(a1), A2 = _mm_set1_ps(a2);
             const __m128 A3 = _mm_set1_ps(a3), B0 = _mm_set1_ps(b0), B1 = _mm_set1_ps(b1);

@@ -44,6 +44,35 @@ __attribute__((target("avx2"))) size_t tvs__bq_quant_avx2(uint8_t *q, float *ib,
     return i;
 }
 
+__attribute__((target("avx2"))) size_t tvs__lr_rows4_avx2(float *o0, size_t cols, size_t sl,
+                                                           const float *const u[4],
+                                                           const float *v, size_t vcols,
+                                                           uint32_t rank)
+{
+    float *o1 = o0 + cols, *o2 = o1 + cols, *o3 = o2 + cols;
+    size_t done = sl - sl % 8;
+    for (uint32_t r = 0; r + 2 <= rank; r += 2) {
+        const float *va = v + (size_t)r * vcols, *vb = va + vcols;
+        const __m256 a0 = _mm256_set1_ps(u[0][r]), a1 = _mm256_set1_ps(u[1][r]);
+        const __m256 a2 = _mm256_set1_ps(u[2][r]), a3 = _mm256_set1_ps(u[3][r]);
+        const __m256 b0 = _mm256_set1_ps(u[0][r + 1]), b1 = _mm256_set1_ps(u[1][r + 1]);
+        const __m256 b2 = _mm256_set1_ps(u[2][r + 1]), b3 = _mm256_set1_ps(u[3][r + 1]);
+        for (size_t x = 0; x < done; x += 8) {
+            const __m256 p = _mm256_loadu_ps(va + x), q = _mm256_loadu_ps(vb + x);
+#define ROW8(o, A, B)                                                                       \
+    _mm256_storeu_ps(o + x, _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(o + x),             \
+                                                        _mm256_mul_ps(A, p)),               \
+                                          _mm256_mul_ps(B, q)))
+            ROW8(o0, a0, b0);
+            ROW8(o1, a1, b1);
+            ROW8(o2, a2, b2);
+            ROW8(o3, a3, b3);
+#undef ROW8
+        }
+    }
+    return done;
+}
+
 int tvs__bq_avx2(void)
 {
     return __builtin_cpu_supports("avx2") != 0;   /* the CPU and the OS (saved state) */
@@ -53,6 +82,13 @@ size_t tvs__bq_quant_avx2(uint8_t *q, float *ib, double *acc, double *sq,
                           const tvs__bq_quant *c, const float *x, size_t len)
 {
     (void)q, (void)ib, (void)acc, (void)sq, (void)c, (void)x, (void)len;
+    return 0;
+}
+
+size_t tvs__lr_rows4_avx2(float *o0, size_t cols, size_t sl, const float *const u[4],
+                          const float *v, size_t vcols, uint32_t rank)
+{
+    (void)o0, (void)cols, (void)sl, (void)u, (void)v, (void)vcols, (void)rank;
     return 0;
 }
 

@@ -20,6 +20,16 @@ typedef struct {
 size_t tvs__bq_quant_avx2(uint8_t *q, float *ib, double *acc, double *sq,
                           const tvs__bq_quant *c, const float *x, size_t len);
 
+/*
+ * Four rows of a LOWRANKQ product, columns [0, sl) of a strip: for r = 0,
+ * 2, 4 ... (pairs of ranks; rank even here) o_k[x] = (o_k[x] + u_k[r] *
+ * va[x]) + u_k[r + 1] * vb[x], eight columns per step, no FMA: the same
+ * bits as the scalar loop. Returns the columns done. Call only if
+ * tvs__bq_avx2().
+ */
+size_t tvs__lr_rows4_avx2(float *o0, size_t cols, size_t sl, const float *const u[4],
+                          const float *v, size_t vcols, uint32_t rank);
+
 /** 1 if the CPU runs AVX2 code. */
 int tvs__bq_avx2(void);
 
