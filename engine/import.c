@@ -1160,6 +1160,7 @@ static void imp_dispose(imp *m)
     }
     tvs_free(m->tensors);
     tvs_free(m->jobs);
+    tvs__lossy_units_release(m->units, m->n_units);
     tvs_free(m->units);
     for (int i = 0; m->lw && i < m->threads; i++)
         tvs__lworker_free(m->lw[i]);

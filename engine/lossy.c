@@ -18,7 +18,14 @@ struct tvs__lworker {
     size_t svd_cap;
     tvs_lossy_svd_t svd;
     int lrq;                                 /* try LOWRANKQ candidates */
+    size_t kept;                             /* bytes of triplets kept with units */
 };
+
+/*
+ * Triplets a worker keeps from analysis for encoding, at most (beyond it,
+ * encoding computes them again: the same bits, only slower).
+ */
+#define LRQ_KEEP_MAX ((size_t)512 << 20)
 
 int tvs__lworker_new(tvs__lworker **out)
 {
@@ -423,6 +430,43 @@ static int unit_svd(tvs__lworker *w, const float *d, uint32_t rows, uint32_t col
     return rc ? rc : tvs_lossy_svd(&w->svd, d, rows, cols, k, w->svd_mem);
 }
 
+/* Keep w->svd with unit @p u for encoding, within the worker's allowance. */
+static void keep_svd(tvs__lworker *w, tvs__lunit *u)
+{
+    const tvs_lossy_svd_t *sv = &w->svd;
+    size_t floats = (size_t)sv->k * ((size_t)sv->rows + sv->cols + 1);
+    if (u->svd || w->kept + floats * 4 > LRQ_KEEP_MAX)
+        return;
+    float *f = tvs_malloc(floats * sizeof *f);
+    if (!f)
+        return;   /* encoding computes them again */
+    memcpy(f, sv->u, (size_t)sv->k * sv->rows * 4);
+    memcpy(f + (size_t)sv->k * sv->rows, sv->s, (size_t)sv->k * 4);
+    memcpy(f + (size_t)sv->k * (sv->rows + 1), sv->v, (size_t)sv->k * sv->cols * 4);
+    u->svd = f;
+    u->svd_k = sv->k;
+    w->kept += floats * 4;
+}
+
+/* The triplets kept with @p u (rows x cols) into @p sv; 0 if none. */
+static int kept_svd(const tvs__lunit *u, uint32_t rows, uint32_t cols, tvs_lossy_svd_t *sv)
+{
+    if (!u->svd)
+        return 0;
+    const size_t k = u->svd_k;
+    *sv = (tvs_lossy_svd_t){ rows, cols, u->svd_k, u->svd, u->svd + k * rows,
+                             u->svd + k * (rows + 1) };
+    return 1;
+}
+
+void tvs__lossy_units_release(tvs__lunit *u, size_t n)
+{
+    for (size_t k = 0; u && k < n; k++) {
+        tvs_free(u[k].svd);
+        u[k].svd = NULL;
+    }
+}
+
 static int cand_cmp(const void *a, const void *b)
 {
     const tvs__lcand *x = a, *y = b;
@@ -662,8 +706,29 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
             x->rate = TVS__LUNIT_HDR + (double)got;
             x->dist = sq_dist(w->d, w->dhat, n);
         }
-        if (lrq && u->n == n && (rc = unit_svd(w, w->d, (uint32_t)(n / cols), cols)))
-            return rc;
+        if (lrq && u->n == n) {
+            if ((rc = unit_svd(w, w->d, (uint32_t)(n / cols), cols)))
+                return rc;
+            keep_svd(w, u);
+        }
+        /* each rate's size and error from the triplets, by the model its bit
+         * widths are chosen with (encoding measures the one picked exactly);
+         * what zstd takes off the bodies, from an encoding at 1 bit */
+        double squeeze = 1;
+        if (lrq && u->n == n) {
+            tvs_lossy_params pp;
+            memset(&pp, 0, sizeof pp);
+            pp.codec = TVS_LC_LOWRANKQ;
+            pp.rows = (uint32_t)(n / cols);
+            pp.cols = cols;
+            pp.rank = w->svd.k;
+            pp.rate = 1.0f;
+            pp.svd = &w->svd;
+            size_t got;
+            if ((rc = roundtrip(w, &got, &pp, w->d, NULL, n)))
+                return rc;
+            squeeze = got ? entropy_bytes(w->enc, got) / (double)got : 1;
+        }
         for (size_t i = 0; lrq && u->n == n && i < sizeof lrq_rates / sizeof *lrq_rates; i++) {
             if (u->n_cand >= TVS__LCAND_MAX)
                 break;
@@ -676,12 +741,12 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
             x->p.rate = lrq_rates[i];
             x->p.unbiased = 1;
             x->p.svd = &w->svd;
-            size_t got;
-            if ((rc = roundtrip(w, &got, &x->p, w->d, w->dhat, n)))
+            double bytes, dist;
+            if ((rc = tvs_lossy_lowrankq_plan(&x->p, n, u->norm2, &bytes, &dist, NULL)))
                 return rc;
-            x->p.svd = NULL;   /* encoding computes the same triplets again */
-            x->rate = TVS__LUNIT_HDR + entropy_bytes(w->enc, got);
-            x->dist = sq_dist(w->d, w->dhat, n);
+            x->p.svd = NULL;   /* kept with the unit, or computed again */
+            x->rate = (float)(TVS__LUNIT_HDR + bytes * squeeze);
+            x->dist = (float)dist;
         }
         qsort(u->cand, u->n_cand, sizeof *u->cand, cand_cmp);
     }
@@ -887,7 +952,8 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
             tvs_lossy_params pp = u->cand[c].p;
             const tvs_lossy_params *p = &pp;
             if (pp.codec == TVS_LC_LOWRANKQ) {
-                if (!have_svd && (rc = unit_svd(w, w->d, pp.rows, pp.cols)))
+                if (!have_svd && !kept_svd(u, pp.rows, pp.cols, &w->svd) &&
+                    (rc = unit_svd(w, w->d, pp.rows, pp.cols)))
                     return rc;
                 have_svd = 1;
                 pp.svd = &w->svd;

@@ -47,6 +47,9 @@ typedef struct {
     uint32_t bytes;              /* payload + header */
     uint8_t from;                /* the pick encoding started from (it may move on) */
     uint8_t written;             /* the candidate written */
+    float *svd;                  /* LOWRANKQ: the unit's triplets, kept from analysis
+                                    for encoding (u, s, v of tvs_lossy_svd_t), or NULL */
+    uint32_t svd_k;
 } tvs__lunit;
 
 typedef struct tvs__lworker tvs__lworker;
@@ -79,6 +82,9 @@ void tvs__lworker_set_lowrankq(tvs__lworker *w, int on);
  * rows have @p cols elements; fills @p u (NULL: just count).
  */
 uint32_t tvs__lossy_units(tvs__lunit *u, uint64_t first, size_t n, uint64_t cols);
+
+/** Free what analysis kept with @p n units (their triplets). */
+void tvs__lossy_units_release(tvs__lunit *u, size_t n);
 
 /** Measure every candidate of every unit of one chunk (ft and base: n elements of dt). */
 int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *u, uint32_t n_units, const uint8_t *ft,

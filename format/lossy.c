@@ -1571,12 +1571,6 @@ static size_t lr_oversample(size_t r, size_t rows, size_t cols)
     return TVS_MIN(r + 8, TVS_MIN(rows, cols));
 }
 
-static size_t rsvd_scratch(size_t rows, size_t cols, size_t l)
-{
-    return ALIGN16(rows * l * 8) + ALIGN16(cols * l * 8) + ALIGN16(l * l * 8) + ALIGN16(l * 8) +
-           ALIGN16(l * sizeof(size_t));
-}
-
 /* The codec's own scratch, 16 bytes of alignment slack included. */
 static size_t codec_scratch(const tvs_lossy_params *p, size_t n)
 {
@@ -2722,194 +2716,6 @@ static void rescale(uint8_t *at, double dot, double e)
 /* ---- LOWRANKQ encoder */
 
 /*
- * tvs_lossy_svd: the same randomized subspace iteration as LOWRANK's, laid
- * out for speed: each of the l basis vectors is contiguous (Q: l x rows,
- * Z: l x cols), so every inner loop is a dot product or an axpy over one
- * vector, in four f64 lanes the compiler vectorizes.
- */
-static double dot4(const double *a, const double *b, size_t n)
-{
-    double acc[4] = { 0 };
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4)
-        for (unsigned l = 0; l < 4; l++)
-            acc[l] += a[i + l] * b[i + l];
-    for (; i < n; i++)
-        acc[0] += a[i] * b[i];
-    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
-}
-
-static void axpy(double *y, double a, const double *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        y[i] += a * x[i];
-}
-
-/* Orthonormalize the l vectors of X (each len long): modified Gram-Schmidt,
- * twice; a vector that vanishes becomes zero. */
-static void mgs_vec(double *X, size_t l, size_t len)
-{
-    for (int pass = 0; pass < 2; pass++)
-        for (size_t j = 0; j < l; j++) {
-            double *x = X + j * len;
-            for (size_t p = 0; p < j; p++)
-                axpy(x, -dot4(X + p * len, x, len), X + p * len, len);
-            double nn = dot4(x, x, len);
-            double inv = nn > 1e-280 ? 1.0 / sqrt(nn) : 0;
-            for (size_t i = 0; i < len; i++)
-                x[i] *= inv;
-        }
-}
-
-/* Q_t = A Z_t (Q: l x rows, Z: l x cols); @p row: cols doubles */
-static void vec_ax(double *Q, const float *A, const double *Z, size_t rows, size_t cols, size_t l,
-                   double *row)
-{
-    for (size_t i = 0; i < rows; i++) {
-        for (size_t j = 0; j < cols; j++)
-            row[j] = A[i * cols + j];
-        for (size_t t = 0; t < l; t++)
-            Q[t * rows + i] = dot4(row, Z + t * cols, cols);
-    }
-}
-
-/* Z_t = A^T Q_t */
-static void vec_atx(double *Z, const float *A, const double *Q, size_t rows, size_t cols,
-                    size_t l, double *row)
-{
-    memset(Z, 0, l * cols * sizeof *Z);
-    for (size_t i = 0; i < rows; i++) {
-        for (size_t j = 0; j < cols; j++)
-            row[j] = A[i * cols + j];
-        for (size_t t = 0; t < l; t++)
-            if (Q[t * rows + i] != 0)
-                axpy(Z + t * cols, Q[t * rows + i], row, cols);
-    }
-}
-
-/*
- * Cyclic Jacobi on the symmetric l x l matrix G: rotations drive it to
- * diagonal (the eigenvalues), and applied to the rows of ET (from the
- * identity) give the eigenvectors as those rows.
- */
-static void jacobi_eig(double *G, double *ET, size_t l)
-{
-    for (size_t i = 0; i < l * l; i++)
-        ET[i] = i % (l + 1) == 0;
-    double total = 0;
-    for (size_t i = 0; i < l * l; i++)
-        total += G[i] * G[i];
-    for (int sweep = 0; sweep < 50; sweep++) {
-        double off = 0;
-        for (size_t p = 0; p < l; p++)
-            for (size_t q = p + 1; q < l; q++)
-                off += G[p * l + q] * G[p * l + q];
-        if (!(off > 1e-30 * total))
-            break;
-        for (size_t p = 0; p + 1 < l; p++)
-            for (size_t q = p + 1; q < l; q++) {
-                double apq = G[p * l + q];
-                if (fabs(apq) < 1e-300)
-                    continue;
-                double theta = (G[q * l + q] - G[p * l + p]) / (2 * apq);
-                double t = (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1));
-                double c = 1 / sqrt(t * t + 1), sn = t * c;
-                for (size_t x = 0; x < l; x++) {   /* columns p, q */
-                    double gp = G[x * l + p], gq = G[x * l + q];
-                    G[x * l + p] = c * gp - sn * gq;
-                    G[x * l + q] = sn * gp + c * gq;
-                }
-                double *rp = G + p * l, *rq = G + q * l;   /* rows p, q */
-                for (size_t x = 0; x < l; x++) {
-                    double gp = rp[x], gq = rq[x];
-                    rp[x] = c * gp - sn * gq;
-                    rq[x] = sn * gp + c * gq;
-                }
-                double *ep = ET + p * l, *eq = ET + q * l;
-                for (size_t x = 0; x < l; x++) {
-                    double vp = ep[x], vq = eq[x];
-                    ep[x] = c * vp - sn * vq;
-                    eq[x] = sn * vp + c * vq;
-                }
-            }
-    }
-}
-
-size_t tvs_lossy_svd_size(uint32_t rows, uint32_t cols, uint32_t k)
-{
-    if (rows < 1 || cols < 1 || (uint64_t)rows * cols > TVS_LOSSY_MAX_UNIT || k < 1 ||
-        k > TVS_MIN(rows, cols) || k > TVS_LOSSY_MAX_RANK)
-        return 0;
-    size_t l = lr_oversample(k, rows, cols);
-    return 16 + rsvd_scratch(rows, cols, l) + ALIGN16(TVS_MAX(rows, cols) * 8) +
-           ALIGN16(l * l * 8) +
-           ALIGN16((size_t)k * rows * 4) + ALIGN16(k * 4) + ALIGN16((size_t)k * cols * 4);
-}
-
-int tvs_lossy_svd(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t cols,
-                  uint32_t k, void *mem)
-{
-    if (!tvs_lossy_svd_size(rows, cols, k))
-        return tvs__fail(TVS_EINVAL, "svd of %ux%u to %u triplets is out of range", rows, cols,
-                         k);
-    const size_t l = lr_oversample(k, rows, cols);
-    carve cv = { (uint8_t *)ALIGN16((uintptr_t)mem) };
-    double *Q = take(&cv, (size_t)rows * l * 8), *Z = take(&cv, (size_t)cols * l * 8);
-    double *JT = take(&cv, l * l * 8), *sig = take(&cv, l * 8);
-    size_t *ord = take(&cv, l * sizeof(size_t));
-    double *row = take(&cv, TVS_MAX(rows, cols) * 8);
-    float *u = take(&cv, (size_t)k * rows * 4), *s = take(&cv, k * 4);
-    float *v = take(&cv, (size_t)k * cols * 4);
-    uint64_t seed = 0x6c6f737379ull;   /* fixed: the output depends only on the input */
-    for (size_t i = 0; i < cols * l; i++)
-        Z[i] = (splitmix64(&seed) >> 63) ? 1.0 : -1.0;
-    vec_ax(Q, a, Z, rows, cols, l, row);
-    mgs_vec(Q, l, rows);
-    for (int it = 0; it < 2; it++) {
-        vec_atx(Z, a, Q, rows, cols, l, row);
-        mgs_vec(Z, l, cols);
-        vec_ax(Q, a, Z, rows, cols, l, row);
-        mgs_vec(Q, l, rows);
-    }
-    vec_atx(Z, a, Q, rows, cols, l, row);   /* Z_t = A^T Q_t: A ~ sum_t Q_t Z_t^T */
-    /* the eigenvectors e_t of the Gram matrix Z Z^T (in JT's rows) rotate that
-     * sum into orthogonal terms: A ~ sum_t (sum_q e_t[q] Q_q)(sum_q e_t[q] Z_q)^T */
-    double *G = take(&cv, l * l * 8);
-    for (size_t t = 0; t < l; t++)
-        for (size_t q = 0; q <= t; q++)
-            G[t * l + q] = G[q * l + t] = dot4(Z + t * cols, Z + q * cols, cols);
-    jacobi_eig(G, JT, l);
-    for (size_t t = 0; t < l; t++) {
-        sig[t] = G[t * l + t] > 0 ? sqrt(G[t * l + t]) : 0;
-        ord[t] = t;
-    }
-    for (size_t x = 1; x < l; x++)   /* by sigma, descending; stable */
-        for (size_t y = x; y > 0 && sig[ord[y]] > sig[ord[y - 1]]; y--) {
-            size_t tmp = ord[y];
-            ord[y] = ord[y - 1];
-            ord[y - 1] = tmp;
-        }
-    for (size_t t = 0; t < k; t++) {
-        const size_t o = ord[t];
-        memset(row, 0, rows * sizeof *row);
-        for (size_t q = 0; q < l; q++)
-            axpy(row, JT[o * l + q], Q + q * rows, rows);
-        for (size_t i = 0; i < rows; i++)
-            u[t * rows + i] = (float)row[i];
-        memset(row, 0, cols * sizeof *row);
-        for (size_t q = 0; q < l; q++)
-            axpy(row, JT[o * l + q], Z + q * cols, cols);
-        double sg = sqrt(dot4(row, row, cols));   /* more exact than the eigenvalue */
-        s[t] = (float)sg;
-        const double inv = sg > 0 ? 1.0 / sg : 0;
-        for (size_t j = 0; j < cols; j++)
-            v[t * cols + j] = (float)(row[j] * inv);
-    }
-    *out = (tvs_lossy_svd_t){ rows, cols, (uint32_t)k, u, s, v };
-    return 0;
-}
-
-/*
  * Relative squared error a BLOCKQ body of LRQ_BLOCK values at each width
  * leaves on a Gaussian vector (least-squares steps, f16 scales; measured):
  * what the bit allocation below expects of each factor.
@@ -2942,48 +2748,71 @@ static double lrq_term_err(double s2, unsigned bits, int unbiased, double drop)
     return s2 * (2 * e + e * e);
 }
 
+/* Term t's best upgrade from its width that fits (@p spent of @p budget
+ * bytes spent): the gain per byte into *gain (0: none), the width into *to. */
+static void lrq_best(double *gain, uint8_t *to, const tvs_lossy_params *p, const float *s,
+                     const uint8_t *bits, uint32_t t, double spent, double budget, double drop)
+{
+    static const uint8_t widths[] = { 1, 2, 3, 4, 5, 6, 8 };
+    unsigned b = bits[t];
+    double s2 = (double)s[t] * s[t], cur = lrq_term_err(s2, b, p->unbiased, drop);
+    double have = b ? (double)lrq_term_size(p, b) : 0;
+    *gain = 0;
+    *to = 0;
+    for (size_t w = 0; w < sizeof widths; w++) {
+        unsigned nb = widths[w];
+        if (nb <= b)
+            continue;
+        double more = (double)lrq_term_size(p, nb) - have;
+        int forced = t == 0 && b == 0;
+        if (spent + more > budget && !(forced && nb == 1))
+            continue;
+        double g = (cur - lrq_term_err(s2, nb, p->unbiased, drop)) / more;
+        if (forced && nb == 1 && spent + more > budget)
+            g = HUGE_VAL;
+        if (g > *gain)
+            *gain = g, *to = (uint8_t)nb;
+    }
+}
+
 /*
  * Bit widths for the k terms within @p budget bytes: every term starts at
  * 0 (left out) and, repeatedly, the upgrade of one term to a larger width
  * with the largest drop in cost per byte that still fits is taken (ties:
  * the lower term, then the smaller width); the first term gets at least
  * 1 bit even past the budget. Returns the terms kept (a prefix: the drop
- * per byte falls with the singular value).
+ * per byte falls with the singular value). Each term's best upgrade is
+ * kept between steps and found again only when it changed or no longer
+ * fits (the room only shrinks, so a kept best that fits is still best).
  */
 static uint32_t lrq_bits(uint8_t *bits, const tvs_lossy_params *p, const float *s, uint32_t k,
                          double budget)
 {
-    static const uint8_t widths[] = { 1, 2, 3, 4, 5, 6, 8 };
     const double drop = p->unbiased ? LRQ_DROP : 1.0;
+    double gain[TVS_LOSSY_MAX_RANK];
+    uint8_t to[TVS_LOSSY_MAX_RANK];
     memset(bits, 0, k);
     double spent = LRQ_HDR;
+    for (uint32_t t = 0; t < k; t++)
+        lrq_best(&gain[t], &to[t], p, s, bits, t, spent, budget, drop);
     for (;;) {
         double best = 0;
         uint32_t at = k;
-        uint8_t to = 0;
         for (uint32_t t = 0; t < k; t++) {
-            unsigned b = bits[t];
-            double s2 = (double)s[t] * s[t], cur = lrq_term_err(s2, b, p->unbiased, drop);
-            double have = b ? (double)lrq_term_size(p, b) : 0;
-            for (size_t w = 0; w < sizeof widths; w++) {
-                unsigned nb = widths[w];
-                if (nb <= b)
-                    continue;
-                double more = (double)lrq_term_size(p, nb) - have;
-                int forced = t == 0 && b == 0;
-                if (spent + more > budget && !(forced && nb == 1))
-                    continue;
-                double gain = (cur - lrq_term_err(s2, nb, p->unbiased, drop)) / more;
-                if (forced && nb == 1 && spent + more > budget)
-                    gain = HUGE_VAL;
-                if (gain > best)
-                    best = gain, at = t, to = (uint8_t)nb;
-            }
+            if (!to[t])
+                continue;
+            double have = bits[t] ? (double)lrq_term_size(p, bits[t]) : 0;
+            if (spent + (double)lrq_term_size(p, to[t]) - have > budget || (t == 0 && !bits[0]))
+                lrq_best(&gain[t], &to[t], p, s, bits, t, spent, budget, drop);
+            if (gain[t] > best)
+                best = gain[t], at = t;
         }
         if (at == k)
             break;
-        spent += (double)lrq_term_size(p, to) - (bits[at] ? (double)lrq_term_size(p, bits[at]) : 0);
-        bits[at] = to;
+        spent += (double)lrq_term_size(p, to[at]) -
+                 (bits[at] ? (double)lrq_term_size(p, bits[at]) : 0);
+        bits[at] = to[at];
+        lrq_best(&gain[at], &to[at], p, s, bits, at, spent, budget, drop);
     }
     if (k && !bits[0])
         bits[0] = 1;
@@ -2991,6 +2820,29 @@ static uint32_t lrq_bits(uint8_t *bits, const tvs_lossy_params *p, const float *
     while (r < k && bits[r])
         r++;
     return r;
+}
+
+int tvs_lossy_lowrankq_plan(const tvs_lossy_params *p, size_t n, double norm2, double *bytes,
+                            double *dist, uint32_t *terms)
+{
+    if (p->codec != TVS_LC_LOWRANKQ || !p->svd || !lrq_params_ok(p, n))
+        return tvs__fail(TVS_EINVAL, "lowrankq plan: bad parameters");
+    uint8_t bits[TVS_LOSSY_MAX_RANK];
+    const tvs_lossy_svd_t *sv = p->svd;
+    uint32_t k = TVS_MIN(lrq_k(p), lrq_max_terms(p, n));
+    uint32_t r = lrq_bits(bits, p, sv->s, k, (double)p->rate * (double)n / 8);
+    double b = LRQ_HDR, kept = 0, noise = 0;
+    for (uint32_t t = 0; t < r; t++) {
+        double s2 = (double)sv->s[t] * sv->s[t];
+        b += (double)lrq_term_size(p, bits[t]);
+        kept += s2;
+        noise += lrq_term_err(s2, bits[t], p->unbiased, 1.0);
+    }
+    *bytes = b;
+    *dist = TVS_MAX(0.0, norm2 - kept) + noise;
+    if (terms)
+        *terms = r;
+    return 0;
 }
 
 /*

@@ -126,9 +126,9 @@ size_t tvs_lossy_scratch_size(const tvs_lossy_params *p, size_t n);
 
 /**
  * The @p k (≤ min(rows, cols), ≤ TVS_LOSSY_MAX_RANK) leading singular
- * triplets of the row-major rows × cols matrix @p a, deterministically (the
- * randomized subspace iteration LOWRANK uses, oversampled by 8, with f64
- * arithmetic), into @p out, whose arrays live in @p mem
+ * triplets of the row-major rows × cols matrix @p a, deterministically (a
+ * randomized subspace iteration with one power step, oversampled by 8 or
+ * more, format/lossy_svd.c: the same bits on every machine), into @p out, whose arrays live in @p mem
  * (tvs_lossy_svd_size bytes, any alignment).
  * @return 0, TVS_EINVAL (sizes out of range)
  */
@@ -136,6 +136,17 @@ int tvs_lossy_svd(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t 
                   uint32_t k, void *mem);
 /** Bytes tvs_lossy_svd needs for @p k triplets; 0 if out of range. */
 size_t tvs_lossy_svd_size(uint32_t rows, uint32_t cols, uint32_t k);
+
+/**
+ * What a LOWRANKQ encoding of a unit with energy @p norm2 (n elements,
+ * @p p with its svd) is expected to take, without encoding it: the
+ * payload's @p bytes exactly (before zstd), and the squared error @p dist
+ * the bit allocation's model expects (the energy of the terms left out,
+ * plus each kept term's quantization noise); @p terms kept (may be NULL).
+ * @return 0, TVS_EINVAL
+ */
+int tvs_lossy_lowrankq_plan(const tvs_lossy_params *p, size_t n, double norm2, double *bytes,
+                            double *dist, uint32_t *terms);
 
 /**
  * Entries SIGN and SPARSEQ keep of @p n at @p density:

@@ -33,4 +33,16 @@ size_t tvs__lr_rows4_avx2(float *o0, size_t cols, size_t sl, const float *const 
 /** 1 if the CPU runs AVX2 code. */
 int tvs__bq_avx2(void);
 
+/*
+ * C (M x N, row stride ldc) = A B with A[i][kk] at A[i * ars + kk * aks]
+ * and B[kk][t] at B[kk * ldb + t] (so A^T B too): each output the fused
+ * multiply-adds fmaf(A[i][kk], B[kk][t], acc) for kk = 0 .. K - 1 from 0.
+ * N a multiple of 8. Call only if tvs__fma_avx2() (format/lossy_svd_avx2.c).
+ */
+void tvs__sgemm_avx2(float *C, size_t ldc, const float *A, size_t ars, size_t aks,
+                     const float *B, size_t ldb, size_t M, size_t N, size_t K);
+
+/** 1 if the CPU runs AVX2 code with FMA. */
+int tvs__fma_avx2(void);
+
 #endif
