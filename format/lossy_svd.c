@@ -56,36 +56,49 @@ static void chol_qr(float *X, float *T, size_t M, size_t L, float *g, double *r)
     double top = 0;
     for (size_t j = 0; j < L; j++)
         top = fmax(top, (double)g[j * L + j]);
-    memset(R, 0, L * L * sizeof *R);
+    /* right-looking: row j of R, then the rest of the upper triangle loses
+     * its outer product (each entry still subtracts in the order j = 0, 1, ...;
+     * every inner loop is element-wise) */
+    for (size_t i = 0; i < L * L; i++)
+        R[i] = g[i];
     for (size_t j = 0; j < L; j++) {
-        double dj = g[j * L + j];
-        for (size_t p = 0; p < j; p++)
-            dj -= R[p * L + j] * R[p * L + j];
-        if (!(dj > 1e-6 * top))
-            continue;   /* a dead column: its row of R stays zero */
-        double rj = sqrt(dj);
-        R[j * L + j] = rj;
-        for (size_t i = j + 1; i < L; i++) {
-            double s = g[j * L + i];
-            for (size_t p = 0; p < j; p++)
-                s -= R[p * L + j] * R[p * L + i];
-            R[j * L + i] = s / rj;
+        double *rj = R + j * L;
+        if (!(rj[j] > 1e-6 * top)) {   /* a dead column: its row of R is zero */
+            for (size_t i = j; i < L; i++)
+                rj[i] = 0;
+            continue;
+        }
+        const double piv = sqrt(rj[j]), inv = 1 / piv;
+        rj[j] = piv;
+        for (size_t i = j + 1; i < L; i++)
+            rj[i] *= inv;
+        for (size_t q = j + 1; q < L; q++) {
+            const double f = rj[q];
+            double *rq = R + q * L;
+            for (size_t i = q; i < L; i++)
+                rq[i] -= f * rj[i];
         }
     }
-    /* Ri = R^-1 over the live columns (upper triangular), by columns */
-    memset(Ri, 0, L * L * sizeof *Ri);
-    for (size_t j = 0; j < L; j++) {
+    for (size_t j = 0; j < L; j++)   /* below the diagonal: zero */
+        for (size_t i = 0; i < j; i++)
+            R[j * L + i] = 0;
+    /* Ri = R^-1 over the live columns (upper triangular), row by row from
+     * the last: row j = (e_j - sum over q > j of R[j][q] row q) / R[j][j] */
+    for (size_t j = L; j-- > 0;) {
+        double *ri = Ri + j * L;
+        memset(ri, 0, L * sizeof *ri);
         if (R[j * L + j] == 0)
             continue;
-        Ri[j * L + j] = 1 / R[j * L + j];
-        for (size_t i = j; i-- > 0;) {
-            if (R[i * L + i] == 0)
-                continue;
-            double s = 0;
-            for (size_t p = i + 1; p <= j; p++)
-                s += R[i * L + p] * Ri[p * L + j];
-            Ri[i * L + j] = -s / R[i * L + i];
+        ri[j] = 1;
+        for (size_t q = j + 1; q < L; q++) {
+            const double f = R[j * L + q];
+            const double *rq = Ri + q * L;
+            for (size_t i = q; i < L; i++)
+                ri[i] -= f * rq[i];
         }
+        const double inv = 1 / R[j * L + j];
+        for (size_t i = j; i < L; i++)
+            ri[i] *= inv;
     }
     for (size_t i = 0; i < L * L; i++)
         g[i] = (float)Ri[i];
@@ -97,63 +110,79 @@ static void chol_qr(float *X, float *T, size_t M, size_t L, float *g, double *r)
  * Eigen-decomposition of the symmetric n x n matrix @p a (row-major, f64):
  * Householder reduction to tridiagonal form with the transformation
  * accumulated, then implicit QL. Eigenvalues into @p d, eigenvector j into
- * row j of @p zt (n x n); @p e: n doubles. Returns 0, or -1 if QL did not
+ * row j of @p zt (n x n); @p e, @p w: n doubles. Returns 0, or -1 if QL did not
  * converge (the matrix held NaNs).
  */
-static int sym_eig(double *a, size_t n, double *d, double *e, double *zt)
+static int sym_eig(double *a, size_t n, double *d, double *e, double *zt, double *w)
 {
-    for (size_t i = n; i-- > 1;) {   /* tridiagonalize: row i, columns < i */
+    /* tridiagonalize from the last row up; the leading block is kept whole
+     * (both triangles), so that its products are row operations */
+    for (size_t i = n; i-- > 1;) {
         size_t l = i - 1;
         double h = 0, scale = 0;
+        double *ui = a + i * n;   /* row i: the Householder vector u */
         if (l > 0) {
             for (size_t k = 0; k <= l; k++)
-                scale += fabs(a[i * n + k]);
+                scale += fabs(ui[k]);
             if (scale == 0) {
-                e[i] = a[i * n + l];
+                e[i] = ui[l];
             } else {
                 for (size_t k = 0; k <= l; k++) {
-                    a[i * n + k] /= scale;
-                    h += a[i * n + k] * a[i * n + k];
+                    ui[k] /= scale;
+                    h += ui[k] * ui[k];
                 }
-                double f = a[i * n + l], g = f >= 0 ? -sqrt(h) : sqrt(h);
+                double f = ui[l], g = f >= 0 ? -sqrt(h) : sqrt(h);
                 e[i] = scale * g;
                 h -= f * g;
-                a[i * n + l] = f - g;
+                ui[l] = f - g;
+                /* p = A u / h (in e), K = u.p / 2h, q = p - K u (in e) */
+                for (size_t j = 0; j <= l; j++)
+                    e[j] = 0;
+                for (size_t k = 0; k <= l; k++) {
+                    const double uk = ui[k], *ak = a + k * n;
+                    for (size_t j = 0; j <= l; j++)
+                        e[j] += uk * ak[j];
+                }
                 f = 0;
                 for (size_t j = 0; j <= l; j++) {
-                    a[j * n + i] = a[i * n + j] / h;
-                    g = 0;
-                    for (size_t k = 0; k <= j; k++)
-                        g += a[j * n + k] * a[i * n + k];
-                    for (size_t k = j + 1; k <= l; k++)
-                        g += a[k * n + j] * a[i * n + k];
-                    e[j] = g / h;
-                    f += e[j] * a[i * n + j];
+                    a[j * n + i] = ui[j] / h;
+                    e[j] /= h;
+                    f += e[j] * ui[j];
                 }
-                double hh = f / (h + h);
-                for (size_t j = 0; j <= l; j++) {
-                    f = a[i * n + j];
-                    e[j] = g = e[j] - hh * f;
-                    for (size_t k = 0; k <= j; k++)
-                        a[j * n + k] -= f * e[k] + g * a[i * n + k];
+                const double hh = f / (h + h);
+                for (size_t j = 0; j <= l; j++)
+                    e[j] -= hh * ui[j];
+                for (size_t j = 0; j <= l; j++) {   /* A -= u q^T + q u^T */
+                    const double fj = ui[j], gj = e[j];
+                    double *aj = a + j * n;
+                    for (size_t k = 0; k <= l; k++)
+                        aj[k] -= fj * e[k] + gj * ui[k];
                 }
             }
         } else {
-            e[i] = a[i * n + l];
+            e[i] = ui[l];
         }
         d[i] = h;
     }
     d[0] = 0;
     e[0] = 0;
     for (size_t i = 0; i < n; i++) {   /* accumulate the transformations */
-        if (d[i] != 0)
-            for (size_t j = 0; j < i; j++) {
-                double g = 0;
-                for (size_t k = 0; k < i; k++)
-                    g += a[i * n + k] * a[k * n + j];
-                for (size_t k = 0; k < i; k++)
-                    a[k * n + j] -= g * a[k * n + i];
+        if (d[i] != 0) {
+            /* w_j = sum over k < i of a[i][k] a[k][j]; then a[k][j] -= w_j a[k][i] */
+            for (size_t j = 0; j < i; j++)
+                w[j] = 0;
+            for (size_t k = 0; k < i; k++) {
+                const double f = a[i * n + k], *ak = a + k * n;
+                for (size_t j = 0; j < i; j++)
+                    w[j] += f * ak[j];
             }
+            for (size_t k = 0; k < i; k++) {
+                const double f = a[k * n + i];
+                double *ak = a + k * n;
+                for (size_t j = 0; j < i; j++)
+                    ak[j] -= f * w[j];
+            }
+        }
         d[i] = a[i * n + i];
         a[i * n + i] = 1;
         for (size_t j = 0; j < i; j++)
@@ -291,7 +320,7 @@ int tvs_lossy_svd(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t 
     sgemm(m.g, L, m.Z, 1, L, m.Z, L, L, L, cols);
     for (size_t i = 0; i < L * L; i++)
         m.r[i] = m.g[i];
-    if (sym_eig(m.r, L, m.d, m.e, m.zt))
+    if (sym_eig(m.r, L, m.d, m.e, m.zt, m.r + L * L))
         return tvs__fail(TVS_EINVAL, "svd of %ux%u: the values are not finite", rows, cols);
     for (size_t t = 0; t < L; t++)
         m.ord[t] = t;
