@@ -313,8 +313,7 @@ int tvs_lossy_svd(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t 
     sgemm(m.Z, L, a, 1, cols, m.Y, L, cols, L, rows);
     chol_qr(m.Z, m.T, cols, L, m.g, m.r);
     sgemm(m.Y, L, a, cols, 1, m.Z, L, rows, L, cols);
-    chol_qr(m.Y, m.T, rows, L, m.g, m.r);
-    chol_qr(m.Y, m.T, rows, L, m.g, m.r);   /* twice: orthonormal to f32 precision */
+    chol_qr(m.Y, m.T, rows, L, m.g, m.r);   /* Y = A Z is well conditioned: once is enough */
     sgemm(m.Z, L, a, 1, cols, m.Y, L, cols, L, rows);
     /* the eigenvectors e of Z^T Z rotate Y Z^T into orthogonal terms (Y e)(Z e)^T */
     sgemm(m.g, L, m.Z, 1, L, m.Z, L, L, L, cols);
