@@ -418,6 +418,7 @@ static unsigned lowrank_rank(const double *ev, unsigned m, double total, double 
 #define LRQ_MIN_SHARE 0.55
 #define LRQ_K 96u
 static const float lrq_rates[] = { 0.125f, 0.25f, 0.5f, 0.75f, 1.0f, 1.5f, 2.0f };
+#define LRQ_MEASURED 4   /* 1 bit per element */
 
 /* The triplets of @p d (rows x cols) into w->svd. */
 static int unit_svd(tvs__lworker *w, const float *d, uint32_t rows, uint32_t cols)
@@ -711,10 +712,15 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
                 return rc;
             keep_svd(w, u);
         }
-        /* each rate's size and error from the triplets, by the model its bit
-         * widths are chosen with (encoding measures the one picked exactly);
-         * what zstd takes off the bodies, from an encoding at 1 bit */
-        double squeeze = 1;
+        /*
+         * Each rate's size and error from the triplets, by the model its bit
+         * widths are chosen with; one rate (LRQ_MEASURED) is encoded and
+         * measured exactly, and calibrates the others: what zstd takes off
+         * the bodies, and how far the model's noise is from the real one
+         * (factors of a delta with many unchanged rows, an embedding's, are
+         * far from Gaussian).
+         */
+        double squeeze = 1, calib = 1, exact = -1, exact_rate = 0;
         if (lrq && u->n == n) {
             tvs_lossy_params pp;
             memset(&pp, 0, sizeof pp);
@@ -722,12 +728,19 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
             pp.rows = (uint32_t)(n / cols);
             pp.cols = cols;
             pp.rank = w->svd.k;
-            pp.rate = 1.0f;
+            pp.rate = lrq_rates[LRQ_MEASURED];
+            pp.unbiased = 1;
             pp.svd = &w->svd;
             size_t got;
-            if ((rc = roundtrip(w, &got, &pp, w->d, NULL, n)))
+            double pb, tail, noise;
+            if ((rc = roundtrip(w, &got, &pp, w->d, w->dhat, n)) ||
+                (rc = tvs_lossy_lowrankq_plan(&pp, n, u->norm2, &pb, &tail, &noise)))
                 return rc;
-            squeeze = got ? entropy_bytes(w->enc, got) / (double)got : 1;
+            exact_rate = TVS__LUNIT_HDR + entropy_bytes(w->enc, got);
+            squeeze = got ? (exact_rate - TVS__LUNIT_HDR) / (double)got : 1;
+            exact = sq_dist(w->d, w->dhat, n);
+            if (noise > 0)
+                calib = TVS_MIN(TVS_MAX((exact - tail) / noise, 0.5), 8.0);
         }
         for (size_t i = 0; lrq && u->n == n && i < sizeof lrq_rates / sizeof *lrq_rates; i++) {
             if (u->n_cand >= TVS__LCAND_MAX)
@@ -741,12 +754,14 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
             x->p.rate = lrq_rates[i];
             x->p.unbiased = 1;
             x->p.svd = &w->svd;
-            double bytes, dist;
-            if ((rc = tvs_lossy_lowrankq_plan(&x->p, n, u->norm2, &bytes, &dist, NULL)))
+            double bytes, tail, noise;
+            if ((rc = tvs_lossy_lowrankq_plan(&x->p, n, u->norm2, &bytes, &tail, &noise)))
                 return rc;
             x->p.svd = NULL;   /* kept with the unit, or computed again */
             x->rate = (float)(TVS__LUNIT_HDR + bytes * squeeze);
-            x->dist = (float)dist;
+            x->dist = (float)(tail + noise * calib);
+            if (i == LRQ_MEASURED)
+                x->rate = (float)exact_rate, x->dist = (float)exact;
         }
         qsort(u->cand, u->n_cand, sizeof *u->cand, cand_cmp);
     }

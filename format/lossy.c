@@ -2823,7 +2823,7 @@ static uint32_t lrq_bits(uint8_t *bits, const tvs_lossy_params *p, const float *
 }
 
 int tvs_lossy_lowrankq_plan(const tvs_lossy_params *p, size_t n, double norm2, double *bytes,
-                            double *dist, uint32_t *terms)
+                            double *tail, double *noise)
 {
     if (p->codec != TVS_LC_LOWRANKQ || !p->svd || !lrq_params_ok(p, n))
         return tvs__fail(TVS_EINVAL, "lowrankq plan: bad parameters");
@@ -2831,17 +2831,16 @@ int tvs_lossy_lowrankq_plan(const tvs_lossy_params *p, size_t n, double norm2, d
     const tvs_lossy_svd_t *sv = p->svd;
     uint32_t k = TVS_MIN(lrq_k(p), lrq_max_terms(p, n));
     uint32_t r = lrq_bits(bits, p, sv->s, k, (double)p->rate * (double)n / 8);
-    double b = LRQ_HDR, kept = 0, noise = 0;
+    double b = LRQ_HDR, kept = 0, err = 0;
     for (uint32_t t = 0; t < r; t++) {
         double s2 = (double)sv->s[t] * sv->s[t];
         b += (double)lrq_term_size(p, bits[t]);
         kept += s2;
-        noise += lrq_term_err(s2, bits[t], p->unbiased, 1.0);
+        err += lrq_term_err(s2, bits[t], p->unbiased, 1.0);
     }
     *bytes = b;
-    *dist = TVS_MAX(0.0, norm2 - kept) + noise;
-    if (terms)
-        *terms = r;
+    *tail = TVS_MAX(0.0, norm2 - kept);
+    *noise = err;
     return 0;
 }
 
@@ -2949,6 +2948,7 @@ static int unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_loss
     size_t need, k = tvs_lossy_keep_count(p->density, n), scale_at = SIZE_MAX;
     double dot = 0;   /* <r, d>, r the decoded unit: for params.unbiased */
     double e2 = -1;   /* |d|^2 as dot_with(d, d, n) sums it, when bq_write did */
+    const float *lrq_dec = NULL;   /* LOWRANKQ, unbiased: the unit decoded at scale 1 */
     uint8_t *o = dst;
     uint64_t *kb = NULL;
     bq_fit f;
@@ -3038,13 +3038,14 @@ static int unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_loss
         if ((rc = need_cap(need, cap, p->codec)))
             return rc;
         o = lowrankq_encode(o, p, d, n, scratch);
-        scale_at = 12;   /* scale */
+        scale_at = 12;   /* scale, 1 so far */
         if (p->unbiased) {   /* <r, d> of the product: decode it */
             float *dec = (float *)(ALIGN16((uintptr_t)scratch) + codec_scratch(p, n) - 16 -
                                    ALIGN16(n * 4));
             if ((rc = tvs_lossy_unit_decode(dec, n, p->codec, (tvs_span){ dst, (size_t)(o - dst) })))
                 return tvs__failctx(rc, "scale correction");
             dot = dot_with(dec, d, n);
+            lrq_dec = dec;
         }
         break;
     }
@@ -3053,6 +3054,12 @@ static int unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_loss
         rescale(dst + scale_at, dot, e2 >= 0 ? e2 : dot_with(d, d, n));
     if (!r)
         return 0;
+    if (lrq_dec) {   /* decoding gives scale * (the sums decoded at scale 1) */
+        const float sc = u2f(tvs_load_le32(dst + scale_at));
+        for (size_t i = 0; i < n; i++)
+            r[i] = sc * lrq_dec[i];
+        return 0;
+    }
     if (p->codec == TVS_LC_LOWRANK || p->codec == TVS_LC_LOWRANKQ) {
         rc = tvs_lossy_unit_decode(r, n, p->codec, (tvs_span){ dst, *written });
         return rc ? tvs__failctx(rc, "reconstruction") : 0;

@@ -140,13 +140,14 @@ size_t tvs_lossy_svd_size(uint32_t rows, uint32_t cols, uint32_t k);
 /**
  * What a LOWRANKQ encoding of a unit with energy @p norm2 (n elements,
  * @p p with its svd) is expected to take, without encoding it: the
- * payload's @p bytes exactly (before zstd), and the squared error @p dist
- * the bit allocation's model expects (the energy of the terms left out,
- * plus each kept term's quantization noise); @p terms kept (may be NULL).
+ * payload's @p bytes exactly (before zstd), and its squared error in two
+ * parts: @p tail, the energy outside the terms kept (|d|² − Σ s_t²), and
+ * @p noise, the kept terms' quantization noise as the bit allocation's
+ * model expects it.
  * @return 0, TVS_EINVAL
  */
 int tvs_lossy_lowrankq_plan(const tvs_lossy_params *p, size_t n, double norm2, double *bytes,
-                            double *dist, uint32_t *terms);
+                            double *tail, double *noise);
 
 /**
  * Entries SIGN and SPARSEQ keep of @p n at @p density:
@@ -220,8 +221,9 @@ int tvs_lossy_add(uint8_t *dst, tvs_dtype dt, const float *d, size_t n);
 int tvs_lossy_dtype_ok(tvs_dtype dt);
 
 /**
- * For tests: 1 (the default) runs the SSE2 loops, and the AVX2 one where the
- * CPU has it; 2 the SSE2 loops only; 0 the portable reference loops.
+ * For tests: 1 (the default) runs the SSE2 loops, and the AVX2 (and the
+ * SVD's AVX-512) ones where the CPU has them; 2 the SSE2 loops only; 0 the
+ * portable reference loops; 3 the SVD's AVX2 product, never AVX-512.
  */
 extern int tvs__lossy_simd;
 

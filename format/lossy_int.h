@@ -45,4 +45,11 @@ void tvs__sgemm_avx2(float *C, size_t ldc, const float *A, size_t ars, size_t ak
 /** 1 if the CPU runs AVX2 code with FMA. */
 int tvs__fma_avx2(void);
 
+/** The same product in AVX-512 (the same bits). Call only if tvs__avx512(). */
+void tvs__sgemm_avx512(float *C, size_t ldc, const float *A, size_t ars, size_t aks,
+                       const float *B, size_t ldb, size_t M, size_t N, size_t K);
+
+/** 1 if the CPU (and the OS) run AVX-512F code. */
+int tvs__avx512(void);
+
 #endif

@@ -3,9 +3,10 @@
  * LOWRANKQ encoder (format/lossy.h).
  *
  * A randomized subspace iteration with one power step, laid out so that
- * the four passes over the matrix are f32 matrix products (tvs__sgemm,
- * format/lossy_svd_avx2.c: fused multiply-adds in a fixed order, so every
- * SIMD level and the reference loop give the same bits), the bases kept
+ * the four passes over the matrix are f32 matrix products (AVX-512 or
+ * AVX2 with FMA where the CPU has them, format/lossy_svd_avx2.c: fused
+ * multiply-adds in a fixed order, so every SIMD level and the reference
+ * loop give the same bits), the bases kept
  * orthonormal by Cholesky QR, and the small Rayleigh-Ritz problem solved
  * by Householder tridiagonalization and implicit QL in f64. Everything is
  * a fixed sequence of IEEE operations: the output depends only on the input.
@@ -26,7 +27,11 @@ static size_t svd_width(uint32_t k) { return R8((size_t)k + 8); }
 static void sgemm(float *C, size_t ldc, const float *A, size_t ars, size_t aks, const float *B,
                   size_t ldb, size_t M, size_t N, size_t K)
 {
-    if (tvs__lossy_simd == 1 && tvs__fma_avx2()) {
+    if (tvs__lossy_simd == 1 && tvs__avx512()) {
+        tvs__sgemm_avx512(C, ldc, A, ars, aks, B, ldb, M, N, K);
+        return;
+    }
+    if ((tvs__lossy_simd == 1 || tvs__lossy_simd == 3) && tvs__fma_avx2()) {
         tvs__sgemm_avx2(C, ldc, A, ars, aks, B, ldb, M, N, K);
         return;
     }
@@ -300,11 +305,13 @@ int tvs_lossy_svd(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t 
     svd_mem m;
     svd_carve(&m, (uint8_t *)A16((uintptr_t)mem), rows, cols, k);
     uint64_t seed = 0x6c6f737379ull;   /* fixed: the output depends only on the input */
-    for (size_t i = 0; i < (size_t)cols * L; i++) {
-        uint64_t z = (seed += 0x9e3779b97f4a7c15ull);   /* splitmix64 */
+    for (size_t i = 0; i < (size_t)cols * L; i += 64) {   /* 64 signs per draw */
+        uint64_t z = (seed += 0x9e3779b97f4a7c15ull);      /* splitmix64 */
         z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
         z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        m.Z[i] = ((z ^ (z >> 31)) >> 63) ? 1.0f : -1.0f;
+        z ^= z >> 31;
+        for (size_t b = 0; b < 64 && i + b < (size_t)cols * L; b++)
+            m.Z[i + b] = (z >> b) & 1 ? 1.0f : -1.0f;
     }
     /* Y = A Om, Z = A^T Y, Y = A Z, each basis orthonormalized; then Z =
      * A^T Y, so that A ~ Y Z^T */
@@ -335,18 +342,27 @@ int tvs_lossy_svd(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t 
             m.E[q * K + t] = (float)m.zt[m.ord[t] * L + q];
     sgemm(m.Ut, K, m.Y, L, 1, m.E, K, rows, K, L);
     sgemm(m.Vt, K, m.Z, L, 1, m.E, K, cols, K, L);
-    for (size_t t = 0; t < k; t++) {
-        double nn = 0;
-        for (size_t j = 0; j < cols; j++)
-            nn += (double)m.Vt[j * K + t] * m.Vt[j * K + t];
-        double sg = sqrt(nn);   /* more exact than the eigenvalue */
-        m.s[t] = (float)sg;
-        const double inv = sg > 0 ? 1.0 / sg : 0;
-        for (size_t j = 0; j < cols; j++)
-            m.v[t * cols + j] = (float)(m.Vt[j * K + t] * inv);
-        for (size_t i = 0; i < rows; i++)
-            m.u[t * rows + i] = m.Ut[i * K + t];
+    /* s_t = |Z e_t| (more exact than the eigenvalue), summed over j in order
+     * for every t at once; then the vectors, transposed */
+    double *nn = m.d, *inv = m.e;
+    for (size_t t = 0; t < k; t++)
+        nn[t] = 0;
+    for (size_t j = 0; j < cols; j++) {
+        const float *vj = m.Vt + j * K;
+        for (size_t t = 0; t < k; t++)
+            nn[t] += (double)vj[t] * vj[t];
     }
+    for (size_t t = 0; t < k; t++) {
+        double sg = sqrt(nn[t]);
+        m.s[t] = (float)sg;
+        inv[t] = sg > 0 ? 1.0 / sg : 0;
+    }
+    for (size_t j = 0; j < cols; j++)
+        for (size_t t = 0; t < k; t++)
+            m.v[t * cols + j] = (float)(m.Vt[j * K + t] * inv[t]);
+    for (size_t i = 0; i < rows; i++)
+        for (size_t t = 0; t < k; t++)
+            m.u[t * rows + i] = m.Ut[i * K + t];
     *out = (tvs_lossy_svd_t){ rows, cols, k, m.u, m.s, m.v };
     return 0;
 }
