@@ -8,8 +8,10 @@
  * multiply-adds in a fixed order, so every SIMD level and the reference
  * loop give the same bits), the bases kept
  * orthonormal by Cholesky QR, and the small Rayleigh-Ritz problem solved
- * by Householder tridiagonalization and implicit QL in f64. Everything is
- * a fixed sequence of IEEE operations: the output depends only on the input.
+ * by Householder tridiagonalization and implicit QL in f64, in loops the
+ * compiler vectorizes element-wise (built for AVX-512, AVX2 and the
+ * baseline, chosen at load time). Everything is a fixed sequence of IEEE
+ * operations: the output depends only on the input.
  */
 #include "format/lossy.h"
 #include "format/lossy_int.h"
@@ -54,7 +56,8 @@ static void sgemm(float *C, size_t ldc, const float *A, size_t ars, size_t aks, 
  * (dependent on the others, or zero) becomes zero. @p g: L*L floats,
  * @p r: 2*L*L doubles.
  */
-static void chol_qr(float *X, float *T, size_t M, size_t L, float *g, double *r)
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+chol_qr(float *X, float *T, size_t M, size_t L, float *g, double *r)
 {
     double *R = r, *Ri = r + L * L;
     sgemm(g, L, X, 1, L, X, L, L, L, M);
@@ -118,7 +121,8 @@ static void chol_qr(float *X, float *T, size_t M, size_t L, float *g, double *r)
  * row j of @p zt (n x n); @p e, @p w: n doubles. Returns 0, or -1 if QL did not
  * converge (the matrix held NaNs).
  */
-static int sym_eig(double *a, size_t n, double *d, double *e, double *zt, double *w)
+__attribute__((target_clones("avx512f", "avx2", "default"))) static int
+sym_eig(double *a, size_t n, double *d, double *e, double *zt, double *w)
 {
     /* tridiagonalize from the last row up; the leading block is kept whole
      * (both triangles), so that its products are row operations */

@@ -69,7 +69,7 @@ static inline __attribute__((always_inline)) Z_TARGET void
 ztile(float *C, size_t ldc, const float *A, size_t ars, size_t aks, const float *B, size_t ldb,
       size_t K, const int MR, const int NV, __mmask16 last)
 {
-    __m512 acc[4][4];
+    __m512 acc[8][4];
     for (int r = 0; r < MR; r++)
         for (int v = 0; v < NV; v++)
             acc[r][v] = _mm512_setzero_ps();
@@ -99,13 +99,18 @@ zrow_block(float *C, size_t ldc, const float *A, size_t ars, size_t aks, const f
            size_t ldb, size_t N, size_t K, const int MR)
 {
     size_t t = 0;
-    for (; t + 64 <= N; t += 64)
-        ztile(C + t, ldc, A, ars, aks, B + t, ldb, K, MR, 4, 0xffff);
-    const size_t rest = N - t;   /* a multiple of 8, < 64 */
+    if (MR > 4)   /* 8 x 3 accumulators, 3 of B, 1 of A: 28 of the 32 registers */
+        for (; t + 48 <= N; t += 48)
+            ztile(C + t, ldc, A, ars, aks, B + t, ldb, K, MR, 3, 0xffff);
+    else
+        for (; t + 64 <= N; t += 64)
+            ztile(C + t, ldc, A, ars, aks, B + t, ldb, K, MR, 4, 0xffff);
+    const size_t rest = N - t;   /* a multiple of 8, < 48 or < 64 */
     const __mmask16 last = rest % 16 ? 0x00ff : 0xffff;
     switch ((rest + 15) / 16) {
-    case 4:
-        ztile(C + t, ldc, A, ars, aks, B + t, ldb, K, MR, 4, last);
+    case 4:   /* only after 64-column tiles (MR <= 4) */
+        if (MR <= 4)
+            ztile(C + t, ldc, A, ars, aks, B + t, ldb, K, MR, 4, last);
         break;
     case 3:
         ztile(C + t, ldc, A, ars, aks, B + t, ldb, K, MR, 3, last);
@@ -123,6 +128,8 @@ Z_TARGET void tvs__sgemm_avx512(float *C, size_t ldc, const float *A, size_t ars
                                 const float *B, size_t ldb, size_t M, size_t N, size_t K)
 {
     size_t i = 0;
+    for (; i + 8 <= M; i += 8)   /* 32 registers: eight rows share each load of B */
+        zrow_block(C + i * ldc, ldc, A + i * ars, ars, aks, B, ldb, N, K, 8);
     for (; i + 4 <= M; i += 4)
         zrow_block(C + i * ldc, ldc, A + i * ars, ars, aks, B, ldb, N, K, 4);
     for (; i < M; i++)
