@@ -681,8 +681,8 @@ static int lowrank_open(udec *d, rd *r)
 
 /*
  * LOWRANKQ: the header, then each factor's BLOCKQ body, dequantized into
- * d->fac (U row-major rows x rank, then V rank x cols), after which it
- * decodes like a LOWRANK unit with F32 factors.
+ * d->fac in the order stored: U's columns (U transposed, rank x rows), then
+ * V's rows (rank x cols).
  */
 static int lowrankq_open(udec *d, rd *r)
 {
@@ -706,7 +706,7 @@ static int lowrankq_open(udec *d, rd *r)
     if (!(d->fac = tvs_malloc((size_t)nf * sizeof(float))))
         return tvs__fail(TVS_ENOMEM, "out of memory for %llu lowrankq factor values",
                          (unsigned long long)nf);
-    float *u = d->fac, *v = d->fac + nu, piece[PIECE];
+    float *o = d->fac;
     bq_body b;
     for (uint32_t t = 0; t < 2 * d->rank; t++) {
         int is_u = t < d->rank;
@@ -716,12 +716,9 @@ static int lowrankq_open(udec *d, rd *r)
                                 is_u ? t : t - d->rank);
         for (size_t at = 0; at < m; at += PIECE) {
             size_t cnt = TVS_MIN(m - at, PIECE);
-            float *o = is_u ? piece : v + (size_t)(t - d->rank) * m + at;
             if ((rc = bq_next(&b, o, cnt)))
                 return rc;
-            if (is_u)   /* column t of U */
-                for (size_t x = 0; x < cnt; x++)
-                    u[(at + x) * d->rank + t] = piece[x];
+            o += cnt;
         }
     }
     uint32_t bad = 0;   /* no early exit: the loop vectorizes */
@@ -731,10 +728,10 @@ static int lowrankq_open(udec *d, rd *r)
         for (uint64_t i = 0; i < nf; i++)
             if (!finite32(f2u(d->fac[i])))
                 return tvs__fail(TVS_ECORRUPT, "lowrankq %s factor value %llu is not finite",
-                                 i < nu ? "U" : "V",
-                                 (unsigned long long)(i < nu ? i : i - nu));
-    d->u = (const uint8_t *)u;
-    d->v = (const uint8_t *)v;
+                                 i < nu ? "U" : "V", (unsigned long long)(i < nu
+                                     ? i % d->rows * d->rank + i / d->rows : i - nu));
+    d->u = (const uint8_t *)d->fac;
+    d->v = (const uint8_t *)(d->fac + nu);
     d->fdt = TVS_DTYPE_F32;
     d->fw = 4;
     d->pos = 0;
@@ -951,16 +948,16 @@ static inline __attribute__((always_inline)) void lr_accum(float *o, size_t sl, 
 
 /*
  * LOWRANKQ, the reference loop: rows [0, nrows) by columns [j0, j1) of
- * scale * U·V, column j of row k at o[k * ldo + j - j0], each sum fused
+ * scale * U·V, column j of row k at o[k * ldo + j - j0], U[k][r] at
+ * u[r * ldu + k] (U transposed), each sum fused
  * multiply-adds in rank order (SPEC.md 2.7). fmaf is exact on every machine
  * (glibc takes the instruction where the CPU has it), so every path gives
  * these bits.
  */
-static void lrq_ref(float *o, size_t ldo, const float *u, const float *v, size_t cols,
-                    uint32_t rank, size_t nrows, size_t j0, size_t j1, float scale)
+static void lrq_ref(float *o, size_t ldo, const float *u, size_t ldu, const float *v,
+                    size_t cols, uint32_t rank, size_t nrows, size_t j0, size_t j1, float scale)
 {
     for (size_t k = 0; k < nrows; k++) {
-        const float *uk = u + k * rank;
         float *ok = o + k * ldo;
         for (size_t j = j0; j < j1; j += STRIP) {   /* a strip of sums, a rank at a time */
             const size_t sl = TVS_MIN(j1 - j, STRIP);
@@ -968,7 +965,7 @@ static void lrq_ref(float *o, size_t ldo, const float *u, const float *v, size_t
             for (size_t x = 0; x < sl; x++)
                 acc[x] = 0.0f;
             for (uint32_t r = 0; r < rank; r++) {
-                const float ur = uk[r], *restrict vr = v + (size_t)r * cols + j;
+                const float ur = u[r * ldu + k], *restrict vr = v + (size_t)r * cols + j;
                 for (size_t x = 0; x < sl; x++)
                     acc[x] = fmaf(ur, vr[x], acc[x]);
             }
@@ -984,12 +981,12 @@ static void lrq_ref(float *o, size_t ldo, const float *u, const float *v, size_t
 static void lrq_tile(float *o, size_t ldo, const udec *d, size_t i, size_t nrows, size_t j0,
                      size_t j1)
 {
-    const float *u = (const float *)(const void *)d->u + i * d->rank;
+    const float *u = (const float *)(const void *)d->u + i;   /* U transposed: column i */
     const float *v = (const float *)(const void *)d->v;
     if (tvs__lossy_simd == 1 && tvs__lrq_fma())
-        tvs__lrq_rows_fma(o, ldo, u, v, d->cols, d->rank, nrows, j0, j1, d->scale);
+        tvs__lrq_rows_fma(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale);
     else
-        lrq_ref(o, ldo, u, v, d->cols, d->rank, nrows, j0, j1, d->scale);
+        lrq_ref(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale);
 }
 
 /*

@@ -54,7 +54,7 @@ __attribute__((target("avx2"))) size_t tvs__bq_quant_avx2(uint8_t *q, float *ib,
  * LOWRANKQ: a register-blocked product, like a GEMM micro-kernel. A block of
  * NR (<= 6) output rows by 16 columns keeps its NR x 2 sums in registers
  * for the whole rank loop: per rank, two loads of V's row r, one broadcast
- * of u_k[r] per row, 2 NR fused multiply-adds. Each sum is acc = fma(u, v,
+ * of U[k][r] per row (neighbours in U's column r), 2 NR fused multiply-adds. Each sum is acc = fma(u, v,
  * acc) in rank order from +0, then scale * acc, lane by lane, so the bits
  * are those of the scalar fmaf loop (which takes the columns left over,
  * compiled here so fmaf is the instruction, not a libm call).
@@ -62,17 +62,17 @@ __attribute__((target("avx2"))) size_t tvs__bq_quant_avx2(uint8_t *q, float *ib,
 #define LRQ_NR TVS__LRQ_NR
 
 static inline __attribute__((always_inline, target("avx2,fma"))) void
-lrq_block16(const int nr, float *o, size_t ldo, const float *u, const float *v, size_t cols,
-            uint32_t rank, __m256 sc)
+lrq_block16(const int nr, float *o, size_t ldo, const float *u, size_t ldu, const float *v,
+            size_t cols, uint32_t rank, __m256 sc)
 {
     __m256 a[LRQ_NR][2];
     for (int k = 0; k < nr; k++)
         a[k][0] = a[k][1] = _mm256_setzero_ps();
-    const float *vp = v;
-    for (uint32_t r = 0; r < rank; r++, vp += cols) {
+    const float *vp = v, *up = u;
+    for (uint32_t r = 0; r < rank; r++, vp += cols, up += ldu) {
         const __m256 p = _mm256_loadu_ps(vp), q = _mm256_loadu_ps(vp + 8);
         for (int k = 0; k < nr; k++) {
-            const __m256 b = _mm256_broadcast_ss(u + (size_t)k * rank + r);
+            const __m256 b = _mm256_broadcast_ss(up + k);
             a[k][0] = _mm256_fmadd_ps(b, p, a[k][0]);
             a[k][1] = _mm256_fmadd_ps(b, q, a[k][1]);
         }
@@ -84,17 +84,17 @@ lrq_block16(const int nr, float *o, size_t ldo, const float *u, const float *v, 
 }
 
 static inline __attribute__((always_inline, target("avx2,fma"))) void
-lrq_block8(const int nr, float *o, size_t ldo, const float *u, const float *v, size_t cols,
-           uint32_t rank, __m256 sc)
+lrq_block8(const int nr, float *o, size_t ldo, const float *u, size_t ldu, const float *v,
+           size_t cols, uint32_t rank, __m256 sc)
 {
     __m256 a[LRQ_NR];
     for (int k = 0; k < nr; k++)
         a[k] = _mm256_setzero_ps();
-    const float *vp = v;
-    for (uint32_t r = 0; r < rank; r++, vp += cols) {
+    const float *vp = v, *up = u;
+    for (uint32_t r = 0; r < rank; r++, vp += cols, up += ldu) {
         const __m256 p = _mm256_loadu_ps(vp);
         for (int k = 0; k < nr; k++)
-            a[k] = _mm256_fmadd_ps(_mm256_broadcast_ss(u + (size_t)k * rank + r), p, a[k]);
+            a[k] = _mm256_fmadd_ps(_mm256_broadcast_ss(up + k), p, a[k]);
     }
     for (int k = 0; k < nr; k++)
         _mm256_storeu_ps(o + (size_t)k * ldo, _mm256_mul_ps(sc, a[k]));
@@ -103,31 +103,31 @@ lrq_block8(const int nr, float *o, size_t ldo, const float *u, const float *v, s
 /* Rows [0, nr) by columns [j0, j1) of one row block; column j of row k at
  * o[k * ldo + j - j0]. */
 static inline __attribute__((always_inline, target("avx2,fma"))) void
-lrq_rows(const int nr, float *o, size_t ldo, const float *u, const float *v, size_t cols,
-         uint32_t rank, size_t j0, size_t j1, float scale)
+lrq_rows(const int nr, float *o, size_t ldo, const float *u, size_t ldu, const float *v,
+         size_t cols, uint32_t rank, size_t j0, size_t j1, float scale)
 {
     const __m256 sc = _mm256_set1_ps(scale);
     size_t j = j0;
     for (; j + 16 <= j1; j += 16)
-        lrq_block16(nr, o + (j - j0), ldo, u, v + j, cols, rank, sc);
+        lrq_block16(nr, o + (j - j0), ldo, u, ldu, v + j, cols, rank, sc);
     if (j + 8 <= j1) {
-        lrq_block8(nr, o + (j - j0), ldo, u, v + j, cols, rank, sc);
+        lrq_block8(nr, o + (j - j0), ldo, u, ldu, v + j, cols, rank, sc);
         j += 8;
     }
     for (int k = 0; k < nr; k++)
         for (size_t x = j; x < j1; x++) {
             float acc = 0.0f;
             for (uint32_t r = 0; r < rank; r++)
-                acc = fmaf(u[(size_t)k * rank + r], v[(size_t)r * cols + x], acc);
+                acc = fmaf(u[(size_t)r * ldu + k], v[(size_t)r * cols + x], acc);
             o[(size_t)k * ldo + (x - j0)] = scale * acc;
         }
 }
 
 __attribute__((target("avx2,fma"))) void tvs__lrq_rows_fma(float *o, size_t ldo,
-                                                           const float *u, const float *v,
-                                                           size_t cols, uint32_t rank,
-                                                           size_t nrows, size_t j0, size_t j1,
-                                                           float scale)
+                                                           const float *u, size_t ldu,
+                                                           const float *v, size_t cols,
+                                                           uint32_t rank, size_t nrows,
+                                                           size_t j0, size_t j1, float scale)
 {
     /* row blocks inside column slabs: a slab of V (rank x 64 columns) stays
      * in L1 while every row block of the call passes over it */
@@ -136,9 +136,9 @@ __attribute__((target("avx2,fma"))) void tvs__lrq_rows_fma(float *o, size_t ldo,
         size_t i = 0;
         float *os = o + (s - j0);
         for (; i + LRQ_NR <= nrows; i += LRQ_NR)
-            lrq_rows(LRQ_NR, os + i * ldo, ldo, u + i * rank, v, cols, rank, s, e, scale);
+            lrq_rows(LRQ_NR, os + i * ldo, ldo, u + i, ldu, v, cols, rank, s, e, scale);
         switch (nrows - i) {
-#define REST(n) case n: lrq_rows(n, os + i * ldo, ldo, u + i * rank, v, cols, rank, s, e, scale); break;
+#define REST(n) case n: lrq_rows(n, os + i * ldo, ldo, u + i, ldu, v, cols, rank, s, e, scale); break;
         REST(1) REST(2) REST(3) REST(4) REST(5)
 #undef REST
         default: break;
@@ -163,10 +163,11 @@ size_t tvs__bq_quant_avx2(uint8_t *q, float *ib, double *acc, double *sq,
     return 0;
 }
 
-void tvs__lrq_rows_fma(float *o, size_t ldo, const float *u, const float *v, size_t cols,
-                       uint32_t rank, size_t nrows, size_t j0, size_t j1, float scale)
+void tvs__lrq_rows_fma(float *o, size_t ldo, const float *u, size_t ldu, const float *v,
+                       size_t cols, uint32_t rank, size_t nrows, size_t j0, size_t j1,
+                       float scale)
 {
-    (void)o, (void)ldo, (void)u, (void)v, (void)cols, (void)rank, (void)nrows, (void)j0, (void)j1,
+    (void)o, (void)ldo, (void)u, (void)ldu, (void)v, (void)cols, (void)rank, (void)nrows, (void)j0, (void)j1,
         (void)scale;
 }
 

@@ -22,14 +22,15 @@ size_t tvs__bq_quant_avx2(uint8_t *q, float *ib, double *acc, double *sq,
 
 /*
  * LOWRANKQ: rows [0, nrows) by columns [j0, j1) of scale * U·V: o[k * ldo
- * + j - j0] = scale * acc, where acc = fmaf(u[k * rank + r], v[r * cols +
+ * + j - j0] = scale * acc, where acc = fmaf(u[r * ldu + k], v[r * cols +
  * j], acc) for r = 0 .. rank - 1 from +0 (SPEC.md 2.7), the bits of the
- * scalar fmaf loop. @p u is the first row's factors (rank each). Rows go
- * TVS__LRQ_NR at a time, so tiles of that many rows or more run fastest.
- * Call only if tvs__lrq_fma().
+ * scalar fmaf loop. @p u is U transposed (rank x ldu) from the first row's
+ * column on. Rows go TVS__LRQ_NR at a time, so tiles of that many rows or
+ * more run fastest. Call only if tvs__lrq_fma().
  */
-void tvs__lrq_rows_fma(float *o, size_t ldo, const float *u, const float *v, size_t cols,
-                       uint32_t rank, size_t nrows, size_t j0, size_t j1, float scale);
+void tvs__lrq_rows_fma(float *o, size_t ldo, const float *u, size_t ldu, const float *v,
+                       size_t cols, uint32_t rank, size_t nrows, size_t j0, size_t j1,
+                       float scale);
 
 #define TVS__LRQ_NR 6   /* output rows per register block of tvs__lrq_rows_fma */
 
