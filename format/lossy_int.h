@@ -37,6 +37,13 @@ void tvs__lrq_rows_fma(float *o, size_t ldo, const float *u, size_t ldu, const f
 /** 1 if the CPU runs AVX2 code with FMA. */
 int tvs__lrq_fma(void);
 
+/*
+ * dst (BF16) = round(f32(dst) + d) for the groups of sixteen of @p m
+ * values, up to the first group with an infinite or NaN sum; returns the
+ * values done. Call only if tvs__bq_avx2().
+ */
+size_t tvs__add_bf16_avx2(uint8_t *dst, const float *d, size_t m);
+
 /** 1 if the CPU runs AVX2 code. */
 int tvs__bq_avx2(void);
 
