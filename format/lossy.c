@@ -1332,15 +1332,15 @@ typedef struct {
 } apply_ctx;
 
 /*
- * A LOWRANKQ unit into the base, a tile of PIECE values at a time: whole
- * rows when TVS__LRQ_NR of them fit, else TVS__LRQ_NR rows by a column
- * range, so the kernel always gets full row blocks.
+ * A LOWRANKQ unit into the base, a tile of up to PIECE values at a time:
+ * whole rows, a multiple of TVS__LRQ_NR of them, when that many fit, else
+ * TVS__LRQ_NR rows by a column range, so the kernel gets full row blocks.
  */
 static void lrq_apply(const udec *d, uint8_t *dst, tvs_dtype dt, unsigned w, float *buf)
 {
     const size_t rows = d->rows, cols = d->cols;
     const int whole = cols * TVS__LRQ_NR <= PIECE;
-    const size_t nr = whole ? PIECE / cols : TVS__LRQ_NR;
+    const size_t nr = whole ? PIECE / cols / TVS__LRQ_NR * TVS__LRQ_NR : TVS__LRQ_NR;
     const size_t wd = whole ? cols : PIECE / TVS__LRQ_NR / 16 * 16;
     for (size_t i = 0; i < rows; i += nr) {
         const size_t h = TVS_MIN(nr, rows - i);
