@@ -13,11 +13,12 @@
  *
  * Encoders are deterministic: IEEE f32/f64 arithmetic in a fixed order
  * (the build sets -ffp-contract=off), sqrt as the only rounding libm call,
- * a fixed-seed PRNG for the low-rank test matrix. LOWRANKQ's product is the
- * one place with fused multiply-adds, written out (fmaf, or the FMA
- * instruction in format/lossy_avx2.c), never contracted by the compiler. Hot loops are written so
+ * a fixed-seed PRNG for the low-rank test matrix. Hot loops are written so
  * the compiler can vectorize them (SSE2 baseline, compiled at -O3); lane
  * order is part of the source, so vectorized or not the bits are the same.
+ * LOWRANKQ's product is the one place with fused multiply-adds, written out
+ * (fmaf, or the FMA instruction in format/lossy_avx2.c), never contracted
+ * by the compiler.
  *
  * Assumes a little-endian host, as the rest of format/ does.
  */
@@ -949,10 +950,10 @@ static inline __attribute__((always_inline)) void lr_accum(float *o, size_t sl, 
 /*
  * LOWRANKQ, the reference loop: rows [0, nrows) by columns [j0, j1) of
  * scale * U·V, column j of row k at o[k * ldo + j - j0], U[k][r] at
- * u[r * ldu + k] (U transposed), each sum fused
- * multiply-adds in rank order (SPEC.md 2.7). fmaf is exact on every machine
- * (glibc takes the instruction where the CPU has it), so every path gives
- * these bits.
+ * u[r * ldu + k] (U transposed), each sum fused multiply-adds in rank order
+ * (SPEC.md 2.7). fmaf is exact on every machine (glibc takes the
+ * instruction where the CPU has it, else computes it in software, slowly),
+ * so every path gives these bits.
  */
 static void lrq_ref(float *o, size_t ldo, const float *u, size_t ldu, const float *v,
                     size_t cols, uint32_t rank, size_t nrows, size_t j0, size_t j1, float scale)
@@ -1041,7 +1042,7 @@ static void lowrank_rows(udec *d, float *out, size_t m)
     }
 }
 
-/* The next @p m (<= PIECE) delta values of the unit. */
+/* The next @p m (<= PIECE; any for LOWRANK and LOWRANKQ) delta values of the unit. */
 static int udec_next(udec *d, float *out, size_t m)
 {
     uint64_t w[PIECE / 64];

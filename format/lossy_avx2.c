@@ -5,10 +5,11 @@
  * reference loop, and the f64 sums in the same four lanes in the same
  * order, so the bytes are the same with or without it.
  *
- * Also apply's BF16 rounding, sixteen elements a time, the same integer
- * rounding as the SSE2 loop. And LOWRANKQ's product, compiled for AVX2 with FMA and called only when
- * the CPU has both (tvs__lrq_fma): fused multiply-adds are the rule there
- * (SPEC.md 2.7), so it gives the bits of the scalar fmaf loop.
+ * Also apply's BF16 rounding, sixteen elements at a time, the same integer
+ * rounding as the SSE2 loop. And LOWRANKQ's product, compiled for AVX2 with
+ * FMA and called only when the CPU has both (tvs__lrq_fma): fused
+ * multiply-adds are the rule there (SPEC.md 2.7), so it gives the bits of
+ * the scalar fmaf loop.
  */
 #include "format/lossy_int.h"
 
@@ -52,13 +53,14 @@ __attribute__((target("avx2"))) size_t tvs__bq_quant_avx2(uint8_t *q, float *ib,
 }
 
 /*
- * LOWRANKQ: a register-blocked product, like a GEMM micro-kernel. A block of
- * NR (<= 6) output rows by 16 columns keeps its NR x 2 sums in registers
+ * LOWRANKQ: a register-blocked product, like a GEMM micro-kernel. A block
+ * of NR (<= 6) output rows by 16 columns keeps its NR x 2 sums in registers
  * for the whole rank loop: per rank, two loads of V's row r, one broadcast
- * of U[k][r] per row (neighbours in U's column r), 2 NR fused multiply-adds. Each sum is acc = fma(u, v,
- * acc) in rank order from +0, then scale * acc, lane by lane, so the bits
- * are those of the scalar fmaf loop (which takes the columns left over,
- * compiled here so fmaf is the instruction, not a libm call).
+ * of U[k][r] per row (neighbours in U's column r), 2 NR fused
+ * multiply-adds. Each sum is acc = fma(u, v, acc) in rank order from +0,
+ * then scale * acc, lane by lane, so the bits are those of the scalar fmaf
+ * loop (which takes the columns left over, compiled here so fmaf is the
+ * instruction, not a libm call).
  */
 #define LRQ_NR TVS__LRQ_NR
 
@@ -139,7 +141,10 @@ __attribute__((target("avx2,fma"))) void tvs__lrq_rows_fma(float *o, size_t ldo,
         for (; i + LRQ_NR <= nrows; i += LRQ_NR)
             lrq_rows(LRQ_NR, os + i * ldo, ldo, u + i, ldu, v, cols, rank, s, e, scale);
         switch (nrows - i) {
-#define REST(n) case n: lrq_rows(n, os + i * ldo, ldo, u + i, ldu, v, cols, rank, s, e, scale); break;
+#define REST(n)                                                                      \
+    case n:                                                                          \
+        lrq_rows(n, os + i * ldo, ldo, u + i, ldu, v, cols, rank, s, e, scale);     \
+        break;
         REST(1) REST(2) REST(3) REST(4) REST(5)
 #undef REST
         default: break;
@@ -170,8 +175,10 @@ __attribute__((target("avx2"))) size_t tvs__add_bf16_avx2(uint8_t *dst, const fl
                                           _mm256_cmpeq_epi32(_mm256_and_si256(s1, expm), expm));
         if (_mm256_movemask_epi8(special))
             break;
-        s0 = _mm256_add_epi32(s0, _mm256_add_epi32(bias, _mm256_and_si256(_mm256_srli_epi32(s0, 16), one)));
-        s1 = _mm256_add_epi32(s1, _mm256_add_epi32(bias, _mm256_and_si256(_mm256_srli_epi32(s1, 16), one)));
+        __m256i r0 = _mm256_and_si256(_mm256_srli_epi32(s0, 16), one);
+        __m256i r1 = _mm256_and_si256(_mm256_srli_epi32(s1, 16), one);
+        s0 = _mm256_add_epi32(s0, _mm256_add_epi32(bias, r0));
+        s1 = _mm256_add_epi32(s1, _mm256_add_epi32(bias, r1));
         /* the pack works within 128-bit lanes: 0-3 8-11 4-7 12-15, then in order */
         __m256i p = _mm256_packs_epi32(_mm256_srai_epi32(s0, 16), _mm256_srai_epi32(s1, 16));
         _mm256_storeu_si256((__m256i *)(dst + 2 * i), _mm256_permute4x64_epi64(p, 0xd8));
@@ -200,8 +207,8 @@ void tvs__lrq_rows_fma(float *o, size_t ldo, const float *u, size_t ldu, const f
                        size_t cols, uint32_t rank, size_t nrows, size_t j0, size_t j1,
                        float scale)
 {
-    (void)o, (void)ldo, (void)u, (void)ldu, (void)v, (void)cols, (void)rank, (void)nrows, (void)j0, (void)j1,
-        (void)scale;
+    (void)o, (void)ldo, (void)u, (void)ldu, (void)v, (void)cols, (void)rank, (void)nrows;
+    (void)j0, (void)j1, (void)scale;
 }
 
 size_t tvs__add_bf16_avx2(uint8_t *dst, const float *d, size_t m)

@@ -1915,7 +1915,8 @@ Test(lossy, lowrankq_decodes_with_fused_multiply_adds_at_every_simd_level)
     for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
         const uint32_t rows = shapes[c][0], cols = shapes[c][1], rank = shapes[c][2];
         const size_t n = (size_t)rows * cols;
-        float *u = malloc((size_t)rows * rank * sizeof *u), *v = malloc((size_t)rank * cols * sizeof *v);
+        float *u = malloc((size_t)rows * rank * sizeof *u);
+        float *v = malloc((size_t)rank * cols * sizeof *v);
         float *want = malloc(n * sizeof *want), *got = malloc(n * sizeof *got);
         uint8_t *base = malloc(n * 4), *out = malloc(n * 4), *ref = malloc(n * 4);
         cr_assert(u && v && want && got && base && out && ref);
