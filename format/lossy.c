@@ -16,6 +16,9 @@
  * a fixed-seed PRNG for the low-rank test matrix. Hot loops are written so
  * the compiler can vectorize them (SSE2 baseline, compiled at -O3); lane
  * order is part of the source, so vectorized or not the bits are the same.
+ * LOWRANKQ's product is the one place with fused multiply-adds, written out
+ * (fmaf, or the FMA instruction in format/lossy_avx2.c), never contracted
+ * by the compiler.
  *
  * Assumes a little-endian host, as the rest of format/ does.
  */
@@ -679,8 +682,8 @@ static int lowrank_open(udec *d, rd *r)
 
 /*
  * LOWRANKQ: the header, then each factor's BLOCKQ body, dequantized into
- * d->fac (U row-major rows x rank, then V rank x cols), after which it
- * decodes like a LOWRANK unit with F32 factors.
+ * d->fac in the order stored: U's columns (U transposed, rank x rows), then
+ * V's rows (rank x cols).
  */
 static int lowrankq_open(udec *d, rd *r)
 {
@@ -704,7 +707,7 @@ static int lowrankq_open(udec *d, rd *r)
     if (!(d->fac = tvs_malloc((size_t)nf * sizeof(float))))
         return tvs__fail(TVS_ENOMEM, "out of memory for %llu lowrankq factor values",
                          (unsigned long long)nf);
-    float *u = d->fac, *v = d->fac + nu, piece[PIECE];
+    float *o = d->fac;
     bq_body b;
     for (uint32_t t = 0; t < 2 * d->rank; t++) {
         int is_u = t < d->rank;
@@ -714,12 +717,9 @@ static int lowrankq_open(udec *d, rd *r)
                                 is_u ? t : t - d->rank);
         for (size_t at = 0; at < m; at += PIECE) {
             size_t cnt = TVS_MIN(m - at, PIECE);
-            float *o = is_u ? piece : v + (size_t)(t - d->rank) * m + at;
             if ((rc = bq_next(&b, o, cnt)))
                 return rc;
-            if (is_u)   /* column t of U */
-                for (size_t x = 0; x < cnt; x++)
-                    u[(at + x) * d->rank + t] = piece[x];
+            o += cnt;
         }
     }
     uint32_t bad = 0;   /* no early exit: the loop vectorizes */
@@ -729,10 +729,10 @@ static int lowrankq_open(udec *d, rd *r)
         for (uint64_t i = 0; i < nf; i++)
             if (!finite32(f2u(d->fac[i])))
                 return tvs__fail(TVS_ECORRUPT, "lowrankq %s factor value %llu is not finite",
-                                 i < nu ? "U" : "V",
-                                 (unsigned long long)(i < nu ? i : i - nu));
-    d->u = (const uint8_t *)u;
-    d->v = (const uint8_t *)v;
+                                 i < nu ? "U" : "V", (unsigned long long)(i < nu
+                                     ? i % d->rows * d->rank + i / d->rows : i - nu));
+    d->u = (const uint8_t *)d->fac;
+    d->v = (const uint8_t *)(d->fac + nu);
     d->fdt = TVS_DTYPE_F32;
     d->fw = 4;
     d->pos = 0;
@@ -948,75 +948,67 @@ static inline __attribute__((always_inline)) void lr_accum(float *o, size_t sl, 
 }
 
 /*
- * Four whole output rows at once from the dequantized (aligned) factors of a
- * LOWRANKQ unit:
- * each row of V is read once for the four, two ranks per pass over them.
- * Every element still sums its products in rank order: the same bits as
- * lr_accum one row at a time.
+ * LOWRANKQ, the reference loop: rows [0, nrows) by columns [j0, j1) of
+ * scale * U·V, column j of row k at o[k * ldo + j - j0], U[k][r] at
+ * u[r * ldu + k] (U transposed), each sum fused multiply-adds in rank order
+ * (SPEC.md 2.7). fmaf is exact on every machine (glibc takes the
+ * instruction where the CPU has it, else computes it in software, slowly),
+ * so every path gives these bits.
  */
-static void lr_rows4_f32(float *out, size_t cols, const float *u, const float *v, uint32_t rank,
-                         float scale)
+static void lrq_ref(float *o, size_t ldo, const float *u, size_t ldu, const float *v,
+                    size_t cols, uint32_t rank, size_t nrows, size_t j0, size_t j1, float scale)
 {
-    const int avx2 = tvs__bq_avx2();
-    for (size_t j = 0; j < cols; j += STRIP) {
-        const size_t sl = TVS_MIN(cols - j, STRIP);
-        float *restrict o0 = out + j, *restrict o1 = o0 + cols, *restrict o2 = o1 + cols;
-        float *restrict o3 = o2 + cols;
-        const float *u0 = u, *u1 = u0 + rank, *u2 = u1 + rank, *u3 = u2 + rank;
-        for (size_t x = 0; x < sl; x++)
-            o0[x] = o1[x] = o2[x] = o3[x] = 0.0f;
-        /* the rank pairs over the columns AVX2 takes, then the rest here */
-        const float *const u4[4] = { u0, u1, u2, u3 };
-        const size_t x0 = tvs__lossy_simd == 1 && avx2
-                              ? tvs__lr_rows4_avx2(o0, cols, sl, u4, v + j, cols, rank)
-                              : 0;
-        uint32_t r = 0;
-        for (; r + 2 <= rank; r += 2) {
-            const float *restrict va = v + (size_t)r * cols + j, *restrict vb = va + cols;
-            const float a0 = u0[r], a1 = u1[r], a2 = u2[r], a3 = u3[r];
-            const float b0 = u0[r + 1], b1 = u1[r + 1], b2 = u2[r + 1], b3 = u3[r + 1];
-            size_t x = x0;
-#if defined(__SSE2__)
-            const __m128 A0 = _mm_set1_ps(a0), A1 = _mm_set1_ps(a1), A2 = _mm_set1_ps(a2);
-            const __m128 A3 = _mm_set1_ps(a3), B0 = _mm_set1_ps(b0), B1 = _mm_set1_ps(b1);
-            const __m128 B2 = _mm_set1_ps(b2), B3 = _mm_set1_ps(b3);
-            for (; x + 4 <= sl; x += 4) {
-                const __m128 p = _mm_loadu_ps(va + x), q = _mm_loadu_ps(vb + x);
-#define ROW4(o, A, B)                                                                   \
-    _mm_storeu_ps(o + x, _mm_add_ps(_mm_add_ps(_mm_loadu_ps(o + x), _mm_mul_ps(A, p)), \
-                                    _mm_mul_ps(B, q)))
-                ROW4(o0, A0, B0);
-                ROW4(o1, A1, B1);
-                ROW4(o2, A2, B2);
-                ROW4(o3, A3, B3);
-#undef ROW4
+    for (size_t k = 0; k < nrows; k++) {
+        float *ok = o + k * ldo;
+        for (size_t j = j0; j < j1; j += STRIP) {   /* a strip of sums, a rank at a time */
+            const size_t sl = TVS_MIN(j1 - j, STRIP);
+            float *restrict acc = ok + (j - j0);
+            for (size_t x = 0; x < sl; x++)
+                acc[x] = 0.0f;
+            for (uint32_t r = 0; r < rank; r++) {
+                const float ur = u[r * ldu + k], *restrict vr = v + (size_t)r * cols + j;
+                for (size_t x = 0; x < sl; x++)
+                    acc[x] = fmaf(ur, vr[x], acc[x]);
             }
-#endif
-            for (; x < sl; x++) {
-                const float p = va[x], q = vb[x];
-                o0[x] = (o0[x] + a0 * p) + b0 * q;
-                o1[x] = (o1[x] + a1 * p) + b1 * q;
-                o2[x] = (o2[x] + a2 * p) + b2 * q;
-                o3[x] = (o3[x] + a3 * p) + b3 * q;
-            }
+            for (size_t x = 0; x < sl; x++)
+                acc[x] = scale * acc[x];
         }
-        for (; r < rank; r++) {
-            const float *restrict va = v + (size_t)r * cols + j;
-            const float a0 = u0[r], a1 = u1[r], a2 = u2[r], a3 = u3[r];
-            for (size_t x = 0; x < sl; x++) {
-                const float p = va[x];
-                o0[x] = o0[x] + a0 * p;
-                o1[x] = o1[x] + a1 * p;
-                o2[x] = o2[x] + a2 * p;
-                o3[x] = o3[x] + a3 * p;
-            }
-        }
-        for (size_t x = 0; x < sl; x++) {
-            o0[x] = scale * o0[x];
-            o1[x] = scale * o1[x];
-            o2[x] = scale * o2[x];
-            o3[x] = scale * o3[x];
-        }
+    }
+}
+
+/* Rows [i, i + nrows) by columns [j0, j1) of a LOWRANKQ unit, at o with
+ * rows @p ldo apart: the AVX2+FMA kernel where the CPU has it, else the
+ * reference loop (the same bits). */
+static void lrq_tile(float *o, size_t ldo, const udec *d, size_t i, size_t nrows, size_t j0,
+                     size_t j1)
+{
+    const float *u = (const float *)(const void *)d->u + i;   /* U transposed: column i */
+    const float *v = (const float *)(const void *)d->v;
+    if (tvs__lossy_simd == 1 && tvs__lrq_fma())
+        tvs__lrq_rows_fma(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale);
+    else
+        lrq_ref(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale);
+}
+
+/*
+ * The next @p m values of a LOWRANKQ unit: a partial row, whole rows
+ * together (the AVX2+FMA kernel blocks them), a partial row.
+ */
+static void lowrankq_rows(udec *d, float *out, size_t m)
+{
+    const size_t cols = d->cols;
+    size_t t = 0;
+    while (t < m) {
+        size_t i = d->pos / cols, j0 = d->pos % cols, nrows = 1, j1;
+        if (j0 == 0 && m - t >= cols) {
+            nrows = (m - t) / cols;
+            j1 = cols;
+        } else
+            j1 = TVS_MIN(cols, j0 + (m - t));
+        lrq_tile(out + t, cols, d, i, nrows, j0, j1);
+        size_t done = nrows == 1 ? j1 - j0 : nrows * cols;
+        t += done;
+        d->pos += done;
     }
 }
 
@@ -1027,14 +1019,6 @@ static void lowrank_rows(udec *d, float *out, size_t m)
     size_t t = 0;
     while (t < m) {
         size_t i = d->pos / d->cols, j0 = d->pos % d->cols;
-        if (d->fac && j0 == 0 && m - t >= 4 * (size_t)d->cols &&
-            tvs__lossy_simd) {
-            lr_rows4_f32(out + t, d->cols, (const float *)(const void *)d->u + i * d->rank,
-                         (const float *)(const void *)d->v, d->rank, d->scale);
-            t += 4 * (size_t)d->cols;
-            d->pos += 4 * (size_t)d->cols;
-            continue;
-        }
         size_t len = TVS_MIN(m - t, d->cols - j0);
         fac_load(urow, d->u + (size_t)i * d->rank * d->fw, d->rank, d->fdt);
         for (size_t j = 0; j < len; j += STRIP) {
@@ -1058,7 +1042,7 @@ static void lowrank_rows(udec *d, float *out, size_t m)
     }
 }
 
-/* The next @p m (<= PIECE) delta values of the unit. */
+/* The next @p m (<= PIECE; any for LOWRANK and LOWRANKQ) delta values of the unit. */
 static int udec_next(udec *d, float *out, size_t m)
 {
     uint64_t w[PIECE / 64];
@@ -1082,8 +1066,10 @@ static int udec_next(udec *d, float *out, size_t m)
             scatter(out, w, m, kc);
         return 0;
     case TVS_LC_LOWRANK:
-    case TVS_LC_LOWRANKQ:
         lowrank_rows(d, out, m);
+        return 0;
+    case TVS_LC_LOWRANKQ:
+        lowrankq_rows(d, out, m);
         return 0;
     }
     return tvs__fail(TVS_ECORRUPT, "unknown unit codec %u", d->codec);
@@ -1104,8 +1090,10 @@ int tvs_lossy_unit_decode(float *d, size_t n, uint8_t codec, tvs_span payload)
 {
     udec dec;
     int rc = udec_open(&dec, codec, payload, n);
-    for (size_t pos = 0; !rc && pos < n; pos += PIECE)
-        rc = udec_next(&dec, d + pos, TVS_MIN(n - pos, PIECE));
+    /* LOWRANKQ in one call: its row blocks then never straddle a piece */
+    const size_t step = codec == TVS_LC_LOWRANKQ ? n : PIECE;
+    for (size_t pos = 0; !rc && pos < n; pos += step)
+        rc = udec_next(&dec, d + pos, TVS_MIN(n - pos, step));
     if (!rc)
         rc = udec_finish(&dec);
     udec_close(&dec);
@@ -1275,6 +1263,18 @@ static void add_bf16_sse2(uint8_t *dst, const float *d, size_t m)
 static void add_bf16(uint8_t *dst, const float *d, size_t m)
 {
 #if defined(__SSE2__)
+    if (tvs__lossy_simd == 1 && tvs__bq_avx2()) {
+        size_t i = 0;
+        for (;;) {
+            i += tvs__add_bf16_avx2(dst + 2 * i, d + i, m - i);
+            if (m - i < 16)
+                break;
+            add_bf16_ref(dst + 2 * i, d + i, 16);   /* a group with an infinite or NaN sum */
+            i += 16;
+        }
+        add_bf16_sse2(dst + 2 * i, d + i, m - i);
+        return;
+    }
     if (tvs__lossy_simd) {
         add_bf16_sse2(dst, d, m);
         return;
@@ -1332,6 +1332,31 @@ typedef struct {
     uint32_t idx;
 } apply_ctx;
 
+/*
+ * A LOWRANKQ unit into the base, a tile of up to PIECE values at a time:
+ * whole rows, a multiple of TVS__LRQ_NR of them, when that many fit, else
+ * TVS__LRQ_NR rows by a column range, so the kernel gets full row blocks.
+ */
+static void lrq_apply(const udec *d, uint8_t *dst, tvs_dtype dt, unsigned w, float *buf)
+{
+    const size_t rows = d->rows, cols = d->cols;
+    const int whole = cols * TVS__LRQ_NR <= PIECE;
+    const size_t nr = whole ? PIECE / cols / TVS__LRQ_NR * TVS__LRQ_NR : TVS__LRQ_NR;
+    const size_t wd = whole ? cols : PIECE / TVS__LRQ_NR / 16 * 16;
+    for (size_t i = 0; i < rows; i += nr) {
+        const size_t h = TVS_MIN(nr, rows - i);
+        for (size_t j = 0; j < cols; j += wd) {
+            const size_t e = TVS_MIN(cols, j + wd);
+            lrq_tile(buf, wd, d, i, h, j, e);
+            if (whole)
+                add_dt(dst + i * cols * w, dt, buf, h * cols);
+            else
+                for (size_t k = 0; k < h; k++)
+                    add_dt(dst + ((i + k) * cols + j) * w, dt, buf + k * wd, e - j);
+        }
+    }
+}
+
 static int apply_unit(const tvs_lossy_unit *u, size_t first, void *p)
 {
     apply_ctx *a = p;
@@ -1344,11 +1369,15 @@ static int apply_unit(const tvs_lossy_unit *u, size_t first, void *p)
     float buf[PIECE];
     udec dec;
     int rc = udec_open(&dec, u->codec, u->payload, u->n);
-    for (size_t pos = 0; !rc && pos < u->n; pos += PIECE) {
-        size_t m = TVS_MIN(u->n - pos, PIECE);
-        if ((rc = udec_next(&dec, buf, m)))
-            break;
-        add_dt(dst + pos * a->w, a->dt, buf, m);
+    if (!rc && u->codec == TVS_LC_LOWRANKQ) {
+        lrq_apply(&dec, dst, a->dt, a->w, buf);
+    } else {
+        for (size_t pos = 0; !rc && pos < u->n; pos += PIECE) {
+            size_t m = TVS_MIN(u->n - pos, PIECE);
+            if ((rc = udec_next(&dec, buf, m)))
+                break;
+            add_dt(dst + pos * a->w, a->dt, buf, m);
+        }
     }
     if (!rc)
         rc = udec_finish(&dec);

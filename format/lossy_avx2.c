@@ -4,8 +4,16 @@
  * so). Eight values per step; the same f32 operations per value as the
  * reference loop, and the f64 sums in the same four lanes in the same
  * order, so the bytes are the same with or without it.
+ *
+ * Also apply's BF16 rounding, sixteen elements at a time, the same integer
+ * rounding as the SSE2 loop. And LOWRANKQ's product, compiled for AVX2 with
+ * FMA and called only when the CPU has both (tvs__lrq_fma): fused
+ * multiply-adds are the rule there (SPEC.md 2.7), so it gives the bits of
+ * the scalar fmaf loop.
  */
 #include "format/lossy_int.h"
+
+#include <math.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -44,38 +52,148 @@ __attribute__((target("avx2"))) size_t tvs__bq_quant_avx2(uint8_t *q, float *ib,
     return i;
 }
 
-__attribute__((target("avx2"))) size_t tvs__lr_rows4_avx2(float *o0, size_t cols, size_t sl,
-                                                           const float *const u[4],
-                                                           const float *v, size_t vcols,
-                                                           uint32_t rank)
+/*
+ * LOWRANKQ: a register-blocked product, like a GEMM micro-kernel. A block
+ * of NR (<= 6) output rows by 16 columns keeps its NR x 2 sums in registers
+ * for the whole rank loop: per rank, two loads of V's row r, one broadcast
+ * of U[k][r] per row (neighbours in U's column r), 2 NR fused
+ * multiply-adds. Each sum is acc = fma(u, v, acc) in rank order from +0,
+ * then scale * acc, lane by lane, so the bits are those of the scalar fmaf
+ * loop (which takes the columns left over, compiled here so fmaf is the
+ * instruction, not a libm call).
+ */
+#define LRQ_NR TVS__LRQ_NR
+
+static inline __attribute__((always_inline, target("avx2,fma"))) void
+lrq_block16(const int nr, float *o, size_t ldo, const float *u, size_t ldu, const float *v,
+            size_t cols, uint32_t rank, __m256 sc)
 {
-    float *o1 = o0 + cols, *o2 = o1 + cols, *o3 = o2 + cols;
-    size_t done = sl - sl % 8;
-    for (uint32_t r = 0; r + 2 <= rank; r += 2) {
-        const float *va = v + (size_t)r * vcols, *vb = va + vcols;
-        const __m256 a0 = _mm256_set1_ps(u[0][r]), a1 = _mm256_set1_ps(u[1][r]);
-        const __m256 a2 = _mm256_set1_ps(u[2][r]), a3 = _mm256_set1_ps(u[3][r]);
-        const __m256 b0 = _mm256_set1_ps(u[0][r + 1]), b1 = _mm256_set1_ps(u[1][r + 1]);
-        const __m256 b2 = _mm256_set1_ps(u[2][r + 1]), b3 = _mm256_set1_ps(u[3][r + 1]);
-        for (size_t x = 0; x < done; x += 8) {
-            const __m256 p = _mm256_loadu_ps(va + x), q = _mm256_loadu_ps(vb + x);
-#define ROW8(o, A, B)                                                                       \
-    _mm256_storeu_ps(o + x, _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(o + x),             \
-                                                        _mm256_mul_ps(A, p)),               \
-                                          _mm256_mul_ps(B, q)))
-            ROW8(o0, a0, b0);
-            ROW8(o1, a1, b1);
-            ROW8(o2, a2, b2);
-            ROW8(o3, a3, b3);
-#undef ROW8
+    __m256 a[LRQ_NR][2];
+    for (int k = 0; k < nr; k++)
+        a[k][0] = a[k][1] = _mm256_setzero_ps();
+    const float *vp = v, *up = u;
+    for (uint32_t r = 0; r < rank; r++, vp += cols, up += ldu) {
+        const __m256 p = _mm256_loadu_ps(vp), q = _mm256_loadu_ps(vp + 8);
+        for (int k = 0; k < nr; k++) {
+            const __m256 b = _mm256_broadcast_ss(up + k);
+            a[k][0] = _mm256_fmadd_ps(b, p, a[k][0]);
+            a[k][1] = _mm256_fmadd_ps(b, q, a[k][1]);
         }
     }
-    return done;
+    for (int k = 0; k < nr; k++) {
+        _mm256_storeu_ps(o + (size_t)k * ldo, _mm256_mul_ps(sc, a[k][0]));
+        _mm256_storeu_ps(o + (size_t)k * ldo + 8, _mm256_mul_ps(sc, a[k][1]));
+    }
+}
+
+static inline __attribute__((always_inline, target("avx2,fma"))) void
+lrq_block8(const int nr, float *o, size_t ldo, const float *u, size_t ldu, const float *v,
+           size_t cols, uint32_t rank, __m256 sc)
+{
+    __m256 a[LRQ_NR];
+    for (int k = 0; k < nr; k++)
+        a[k] = _mm256_setzero_ps();
+    const float *vp = v, *up = u;
+    for (uint32_t r = 0; r < rank; r++, vp += cols, up += ldu) {
+        const __m256 p = _mm256_loadu_ps(vp);
+        for (int k = 0; k < nr; k++)
+            a[k] = _mm256_fmadd_ps(_mm256_broadcast_ss(up + k), p, a[k]);
+    }
+    for (int k = 0; k < nr; k++)
+        _mm256_storeu_ps(o + (size_t)k * ldo, _mm256_mul_ps(sc, a[k]));
+}
+
+/* Rows [0, nr) by columns [j0, j1) of one row block; column j of row k at
+ * o[k * ldo + j - j0]. */
+static inline __attribute__((always_inline, target("avx2,fma"))) void
+lrq_rows(const int nr, float *o, size_t ldo, const float *u, size_t ldu, const float *v,
+         size_t cols, uint32_t rank, size_t j0, size_t j1, float scale)
+{
+    const __m256 sc = _mm256_set1_ps(scale);
+    size_t j = j0;
+    for (; j + 16 <= j1; j += 16)
+        lrq_block16(nr, o + (j - j0), ldo, u, ldu, v + j, cols, rank, sc);
+    if (j + 8 <= j1) {
+        lrq_block8(nr, o + (j - j0), ldo, u, ldu, v + j, cols, rank, sc);
+        j += 8;
+    }
+    for (int k = 0; k < nr; k++)
+        for (size_t x = j; x < j1; x++) {
+            float acc = 0.0f;
+            for (uint32_t r = 0; r < rank; r++)
+                acc = fmaf(u[(size_t)r * ldu + k], v[(size_t)r * cols + x], acc);
+            o[(size_t)k * ldo + (x - j0)] = scale * acc;
+        }
+}
+
+__attribute__((target("avx2,fma"))) void tvs__lrq_rows_fma(float *o, size_t ldo,
+                                                           const float *u, size_t ldu,
+                                                           const float *v, size_t cols,
+                                                           uint32_t rank, size_t nrows,
+                                                           size_t j0, size_t j1, float scale)
+{
+    /* row blocks inside column slabs: a slab of V (rank x 64 columns) stays
+     * in L1 while every row block of the call passes over it */
+    for (size_t s = j0; s < j1; s += 64) {
+        const size_t e = j1 - s < 64 ? j1 : s + 64;
+        size_t i = 0;
+        float *os = o + (s - j0);
+        for (; i + LRQ_NR <= nrows; i += LRQ_NR)
+            lrq_rows(LRQ_NR, os + i * ldo, ldo, u + i, ldu, v, cols, rank, s, e, scale);
+        switch (nrows - i) {
+#define REST(n)                                                                      \
+    case n:                                                                          \
+        lrq_rows(n, os + i * ldo, ldo, u + i, ldu, v, cols, rank, s, e, scale);     \
+        break;
+        REST(1) REST(2) REST(3) REST(4) REST(5)
+#undef REST
+        default: break;
+        }
+    }
+}
+
+/*
+ * Apply to BF16 elements, sixteen at a time, the integer RNE of
+ * add_bf16_sse2 (format/lossy.c) in 256-bit registers. Stops before the
+ * first group of sixteen with an infinite or NaN sum, which the reference
+ * loop takes (NaNs are quieted, not rounded).
+ */
+__attribute__((target("avx2"))) size_t tvs__add_bf16_avx2(uint8_t *dst, const float *d,
+                                                           size_t m)
+{
+    const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff);
+    const __m256i expm = _mm256_set1_epi32(0x7f800000);
+    size_t i = 0;
+    for (; i + 16 <= m; i += 16) {
+        __m256i b0 = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(dst + 2 * i)));
+        __m256i b1 = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(dst + 2 * i + 16)));
+        __m256i s0 = _mm256_castps_si256(_mm256_add_ps(
+            _mm256_castsi256_ps(_mm256_slli_epi32(b0, 16)), _mm256_loadu_ps(d + i)));
+        __m256i s1 = _mm256_castps_si256(_mm256_add_ps(
+            _mm256_castsi256_ps(_mm256_slli_epi32(b1, 16)), _mm256_loadu_ps(d + i + 8)));
+        __m256i special = _mm256_or_si256(_mm256_cmpeq_epi32(_mm256_and_si256(s0, expm), expm),
+                                          _mm256_cmpeq_epi32(_mm256_and_si256(s1, expm), expm));
+        if (_mm256_movemask_epi8(special))
+            break;
+        __m256i r0 = _mm256_and_si256(_mm256_srli_epi32(s0, 16), one);
+        __m256i r1 = _mm256_and_si256(_mm256_srli_epi32(s1, 16), one);
+        s0 = _mm256_add_epi32(s0, _mm256_add_epi32(bias, r0));
+        s1 = _mm256_add_epi32(s1, _mm256_add_epi32(bias, r1));
+        /* the pack works within 128-bit lanes: 0-3 8-11 4-7 12-15, then in order */
+        __m256i p = _mm256_packs_epi32(_mm256_srai_epi32(s0, 16), _mm256_srai_epi32(s1, 16));
+        _mm256_storeu_si256((__m256i *)(dst + 2 * i), _mm256_permute4x64_epi64(p, 0xd8));
+    }
+    return i;
 }
 
 int tvs__bq_avx2(void)
 {
     return __builtin_cpu_supports("avx2") != 0;   /* the CPU and the OS (saved state) */
+}
+
+int tvs__lrq_fma(void)
+{
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 #else
 size_t tvs__bq_quant_avx2(uint8_t *q, float *ib, double *acc, double *sq,
@@ -85,12 +203,20 @@ size_t tvs__bq_quant_avx2(uint8_t *q, float *ib, double *acc, double *sq,
     return 0;
 }
 
-size_t tvs__lr_rows4_avx2(float *o0, size_t cols, size_t sl, const float *const u[4],
-                          const float *v, size_t vcols, uint32_t rank)
+void tvs__lrq_rows_fma(float *o, size_t ldo, const float *u, size_t ldu, const float *v,
+                       size_t cols, uint32_t rank, size_t nrows, size_t j0, size_t j1,
+                       float scale)
 {
-    (void)o0, (void)cols, (void)sl, (void)u, (void)v, (void)vcols, (void)rank;
+    (void)o, (void)ldo, (void)u, (void)ldu, (void)v, (void)cols, (void)rank, (void)nrows;
+    (void)j0, (void)j1, (void)scale;
+}
+
+size_t tvs__add_bf16_avx2(uint8_t *dst, const float *d, size_t m)
+{
+    (void)dst, (void)d, (void)m;
     return 0;
 }
 
 int tvs__bq_avx2(void) { return 0; }
+int tvs__lrq_fma(void) { return 0; }
 #endif

@@ -21,14 +21,28 @@ size_t tvs__bq_quant_avx2(uint8_t *q, float *ib, double *acc, double *sq,
                           const tvs__bq_quant *c, const float *x, size_t len);
 
 /*
- * Four rows of a LOWRANKQ product, columns [0, sl) of a strip: for r = 0,
- * 2, 4 ... (pairs of ranks; rank even here) o_k[x] = (o_k[x] + u_k[r] *
- * va[x]) + u_k[r + 1] * vb[x], eight columns per step, no FMA: the same
- * bits as the scalar loop. Returns the columns done. Call only if
- * tvs__bq_avx2().
+ * LOWRANKQ: rows [0, nrows) by columns [j0, j1) of scale * U·V: o[k * ldo
+ * + j - j0] = scale * acc, where acc = fmaf(u[r * ldu + k], v[r * cols +
+ * j], acc) for r = 0 .. rank - 1 from +0 (SPEC.md 2.7), the bits of the
+ * scalar fmaf loop. @p u is U transposed (rank x ldu) from the first row's
+ * column on. Rows go TVS__LRQ_NR at a time, so tiles of that many rows or
+ * more run fastest. Call only if tvs__lrq_fma().
  */
-size_t tvs__lr_rows4_avx2(float *o0, size_t cols, size_t sl, const float *const u[4],
-                          const float *v, size_t vcols, uint32_t rank);
+void tvs__lrq_rows_fma(float *o, size_t ldo, const float *u, size_t ldu, const float *v,
+                       size_t cols, uint32_t rank, size_t nrows, size_t j0, size_t j1,
+                       float scale);
+
+#define TVS__LRQ_NR 6   /* output rows per register block of tvs__lrq_rows_fma */
+
+/** 1 if the CPU runs AVX2 code with FMA. */
+int tvs__lrq_fma(void);
+
+/*
+ * dst (BF16) = round(f32(dst) + d) for the groups of sixteen of @p m
+ * values, up to the first group with an infinite or NaN sum; returns the
+ * values done. Call only if tvs__bq_avx2().
+ */
+size_t tvs__add_bf16_avx2(uint8_t *dst, const float *d, size_t m);
 
 /** 1 if the CPU runs AVX2 code. */
 int tvs__bq_avx2(void);

@@ -1109,7 +1109,7 @@ Test(lossy, apply_rounds_like_the_scalar_conversions_bit_for_bit)
             tvs_buf chunk = TVS_BUF_INIT;
             tt_ok(tvs_lossy_chunk_begin(&chunk, 1));
             chunk_unit(&chunk, (uint32_t)n, codec, e, len);
-            for (int simd = 0; simd < 2; simd++) {
+            for (int simd = 0; simd < 3; simd++) {   /* reference, best (AVX2), SSE2 */
                 tvs__lossy_simd = simd;
                 memcpy(got, base, n * w);
                 tt_ok(tvs_lossy_chunk_apply(got, dt, n, (tvs_span){ chunk.ptr, chunk.len }));
@@ -1149,7 +1149,7 @@ Test(lossy, apply_to_every_f16_and_bf16_pattern_matches_the_reference)
     tt_ok(tvs_lossy_chunk_begin(&chunk, 1));
     chunk_unit(&chunk, (uint32_t)n, TVS_LC_BLOCKQ, e, len);
     for (int dt = TVS_DTYPE_F16; dt <= TVS_DTYPE_BF16; dt++)
-        for (int simd = 0; simd < 2; simd++) {
+        for (int simd = 0; simd < 3; simd++) {   /* reference, best (AVX2), SSE2 */
             tvs__lossy_simd = simd;
             ref_apply(want, base, dh, n, (tvs_dtype)dt);
             memcpy(got, base, 2 * n);
@@ -1181,7 +1181,7 @@ Test(lossy, lossy_add_is_exactly_what_apply_does_to_each_element)
         uint8_t *base = malloc(n * w), *got = malloc(n * w), *want = malloc(n * w);
         fill_base(base, n, dts[t], 126 + t);
         ref_apply(want, base, d, n, dts[t]);
-        for (int simd = 0; simd < 2; simd++) {
+        for (int simd = 0; simd < 3; simd++) {   /* reference, best (AVX2), SSE2 */
             tvs__lossy_simd = simd;
             memcpy(got, base, n * w);
             tt_ok(tvs_lossy_add(got, dts[t], d, n));
@@ -1923,8 +1923,8 @@ Test(lossy, lowrankq_decodes_to_the_scaled_product_of_its_dequantized_factors)
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 5; j++) {
             float acc = 0;
-            acc = acc + u[0][i] * v[0][j];
-            acc = acc + u[1][i] * v[1][j];
+            acc = fmaf(u[0][i], v[0][j], acc);
+            acc = fmaf(u[1][i], v[1][j], acc);
             cr_assert_eq(dh[i * 5 + j], 0.75f * acc, "(%d, %d): %g", i, j, (double)dh[i * 5 + j]);
         }
     tvs_lossy_unit lu = { 20, 0, 0, TVS_LC_LOWRANKQ, { b.ptr, b.len } };
@@ -1932,6 +1932,115 @@ Test(lossy, lowrankq_decodes_to_the_scaled_product_of_its_dequantized_factors)
     tt_ok(tvs_lossy_unit_describe(s, sizeof s, &lu));
     cr_assert_str_eq(s, "rank=2 bits=8 4x5");
     tvs_buf_dispose(&b);
+}
+
+static uint32_t fbits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/*
+ * A LOWRANKQ payload of 8-bit bodies with pseudo-random indices and
+ * scales, so the products are inexact and fused multiply-adds differ from
+ * a product then a sum; the dequantized factors go to u (rows x rank) and
+ * v (rank x cols), computed as SPEC.md 2.7 says.
+ */
+static void put_lrq_random(tvs_buf *b, float *u, float *v, uint32_t rows, uint32_t cols,
+                           uint32_t rank, float scale, uint64_t seed)
+{
+    uint64_t st = seed;
+    tt_ok(tvs_buf_put_le32(b, rows));
+    tt_ok(tvs_buf_put_le32(b, cols));
+    tt_ok(tvs_buf_put_le32(b, rank));
+    put_f32(b, scale);
+    for (uint32_t t = 0; t < 2 * rank; t++) {
+        int is_u = t < rank;
+        size_t m = is_u ? rows : cols, nb = (m + 7) / 8;
+        float mul = 0.01f * (float)(tt_lcg(&st) % 1000 + 1) / 997.0f;
+        uint16_t sc[8192 / 8];
+        tt_ok(tvs_buf_put_u8(b, 8));
+        put_u16(b, 8);
+        tt_ok(tvs_buf_put_u8(b, 0));
+        put_f32(b, mul);
+        for (size_t k = 0; k < nb; k++) {   /* f16 in [0.5, 2): exponent 14 or 15 */
+            sc[k] = (uint16_t)(0x3800 | (tt_lcg(&st) & 0x7ff));
+            put_u16(b, sc[k]);
+        }
+        for (size_t x = 0; x < m; x++) {
+            uint8_t q = (uint8_t)tt_lcg(&st);
+            tt_ok(tvs_buf_put_u8(b, q));
+            float val = mul * (tvs_f16_to_f32(sc[x / 8]) * ((float)q - 127.5f) + 0.0f);
+            if (is_u)
+                u[x * rank + t] = val;
+            else
+                v[(size_t)(t - rank) * cols + x] = val;
+        }
+    }
+}
+
+Test(lossy, lowrankq_decodes_with_fused_multiply_adds_at_every_simd_level)
+{
+    /* rows and columns off the kernel's blocks (6 rows, 16 and 8 columns,
+     * slabs of 64), ranks of every residue, units wider than a piece's six rows */
+    static const uint32_t shapes[][3] = {
+        { 2, 16, 1 },     { 7, 9, 3 },      { 13, 37, 9 },     { 6, 24, 4 },
+        { 25, 41, 15 },   { 19, 131, 16 },  { 12, 600, 11 },   { 100, 100, 50 },
+        { 31, 64, 20 },   { 7, 700, 6 },    { 13, 1500, 12 },  { 40, 257, 33 },
+    };
+    for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
+        const uint32_t rows = shapes[c][0], cols = shapes[c][1], rank = shapes[c][2];
+        const size_t n = (size_t)rows * cols;
+        float *u = malloc((size_t)rows * rank * sizeof *u);
+        float *v = malloc((size_t)rank * cols * sizeof *v);
+        float *want = malloc(n * sizeof *want), *got = malloc(n * sizeof *got);
+        uint8_t *base = malloc(n * 4), *out = malloc(n * 4), *ref = malloc(n * 4);
+        cr_assert(u && v && want && got && base && out && ref);
+        tvs_buf b = TVS_BUF_INIT, chunk = TVS_BUF_INIT;
+        put_lrq_random(&b, u, v, rows, cols, rank, 0.7f + 0.01f * (float)c, 500 + c);
+        size_t inexact = 0;
+        for (size_t i = 0; i < rows; i++)
+            for (size_t j = 0; j < cols; j++) {
+                float acc = 0.0f, plain = 0.0f;
+                for (uint32_t r = 0; r < rank; r++) {
+                    acc = fmaf(u[i * rank + r], v[(size_t)r * cols + j], acc);
+                    plain = plain + u[i * rank + r] * v[(size_t)r * cols + j];
+                }
+                want[i * cols + j] = (0.7f + 0.01f * (float)c) * acc;
+                inexact += acc != plain;
+            }
+        if (rank > 1)
+            cr_assert_gt(inexact, 0, "shape %zu: fma and mul+add agree everywhere", c);
+        fill_base(base, n, TVS_DTYPE_BF16, 600 + c);
+        ref_apply(ref, base, want, n, TVS_DTYPE_BF16);
+        tt_ok(tvs_lossy_chunk_begin(&chunk, 1));
+        chunk_unit(&chunk, (uint32_t)n, TVS_LC_LOWRANKQ, b.ptr, b.len);
+        static const int levels[] = { 0, 2, 1 };
+        for (size_t k = 0; k < 3; k++) {
+            tvs__lossy_simd = levels[k];
+            tt_ok(tvs_lossy_unit_decode(got, n, TVS_LC_LOWRANKQ, (tvs_span){ b.ptr, b.len }));
+            for (size_t i = 0; i < n; i++)
+                cr_assert_eq(fbits(got[i]), fbits(want[i]), "%ux%u rank %u, simd %d: element "
+                             "%zu is %a, not %a", rows, cols, rank, levels[k], i,
+                             (double)got[i], (double)want[i]);
+            memcpy(out, base, n * 2);
+            tt_ok(tvs_lossy_chunk_apply(out, TVS_DTYPE_BF16, n,
+                                        (tvs_span){ chunk.ptr, chunk.len }));
+            cr_assert_arr_eq(out, ref, n * 2, "%ux%u rank %u, simd %d: apply differs", rows,
+                             cols, rank, levels[k]);
+        }
+        tvs__lossy_simd = 1;
+        tvs_buf_dispose(&b);
+        tvs_buf_dispose(&chunk);
+        free(u);
+        free(v);
+        free(want);
+        free(got);
+        free(base);
+        free(out);
+        free(ref);
+    }
 }
 
 static void lrq_case(uint32_t rows, uint32_t cols, uint32_t rank, size_t n, uint8_t bits,
