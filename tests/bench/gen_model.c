@@ -14,7 +14,7 @@
  *       stored in that order, header padded with spaces to a multiple of 8.
  *
  *   gen_model OUT.safetensors --delta-of BASE.safetensors
- *             [--scale 1e-3] [--frac 0.7] [--seed S] [--additive]
+ *             [--scale 1e-3] [--frac 0.7] [--seed S] [--additive] [--lowrank R]
  *       A synthetic fine-tune of BASE: round(frac * n) of its n float
  *       tensors (BF16/F16/F32; chosen by S) get w' = w + N(0, scale*|w|)
  *       per element, rounded back to the tensor's dtype (RNE); every other
@@ -24,6 +24,9 @@
  *       fine-tunes' ~8 % of the weights' RMS at scale 0.0016 on N(0, 0.02)). Note that at scale 1e-3
  *       most BF16 elements round back to w (BF16 keeps 8 significant bits),
  *       as in real BF16 fine-tunes; the summary line says how many changed.
+ *       --lowrank R: a 2-D tensor's delta is instead of rank R plus 5 %
+ *       white noise, RMS scale, with a steep spectrum (c_t ~ 1 / (t + 1)),
+ *       like the shared fine-tunes' deltas (what LOWRANKQ is for).
  *
  * The output is deterministic for given arguments. Exit status 0 on
  * success, 1 on error (message on stderr), 2 on bad usage.
@@ -376,6 +379,7 @@ typedef struct {
     char *name;
     char dtype[16];
     uint64_t begin, end;
+    uint64_t rows, cols;   /* a 2-D tensor's shape, else 0 */
     int selected;
 } ptensor;
 
@@ -572,6 +576,21 @@ static size_t parse_header(const char *h, size_t len, ptensor **out)
                     e->end = juint(&j);
                     jexpect(&j, ']');
                     have_off = 1;
+                } else if (!strcmp(k, "shape")) {
+                    uint64_t dim[8];
+                    int nd = 0;
+                    jexpect(&j, '[');
+                    while (!jpeek(&j, ']')) {
+                        uint64_t v = juint(&j);
+                        if (nd < 8)
+                            dim[nd] = v;
+                        nd++;
+                        if (jpeek(&j, ','))
+                            j.p++;
+                    }
+                    j.p++;
+                    if (nd == 2)
+                        e->rows = dim[0], e->cols = dim[1];
                 } else {
                     jskip(&j, 2);
                 }
@@ -633,6 +652,29 @@ static void copy_bytes(FILE *in, const char *path, uint8_t *buf, uint64_t n)
 }
 
 static int additive;
+static unsigned lowrank;   /* --lowrank R: the delta of a 2-D tensor is of low rank */
+
+/*
+ * --lowrank R: a 2-D tensor's delta is sum over t < R of c_t a_t b_t^T plus
+ * white noise, a_t, b_t ~ N(0, 1) and c_t ~ 1 / (t + 1): a steep spectrum
+ * like the shared fine-tunes' (there, 32 of 256 directions hold 82-94 % of
+ * the energy), RMS @p scale, 95 % of the energy in the low-rank part.
+ * Fills a (R x rows, scaled by c_t) and b (R x cols).
+ */
+static void lowrank_factors(float *a, float *b, uint64_t rows, uint64_t cols, double scale,
+                            rng *r)
+{
+    double sum = 0;
+    for (unsigned t = 0; t < lowrank; t++)
+        sum += 1.0 / ((t + 1.0) * (t + 1.0));
+    for (unsigned t = 0; t < lowrank; t++) {
+        double c = scale * sqrt(0.95 / sum) / (t + 1.0);
+        for (uint64_t i = 0; i < rows; i++)
+            a[t * rows + i] = (float)(c * rng_gauss(r));
+        for (uint64_t j = 0; j < cols; j++)
+            b[t * cols + j] = (float)rng_gauss(r);
+    }
+}
 
 static void gen_delta(const char *out, const char *base, double scale, double frac,
                       uint64_t seed)
@@ -703,6 +745,17 @@ static void gen_delta(const char *out, const char *base, double scale, double fr
         rng r;
         rng_seed(&r, seed, fnv1a(t[i].name));
         int es = dtype_size(t[i].dtype), bf = !strcmp(t[i].dtype, "BF16");
+        int lr = lowrank && t[i].rows > 1 && t[i].cols > 1 &&
+                 t[i].rows * t[i].cols * (uint64_t)es == t[i].end - t[i].begin;
+        float *fa = NULL, *fb = NULL, *row = NULL;
+        uint64_t at = 0;   /* element index in the tensor */
+        if (lr) {
+            fa = xmalloc(lowrank * t[i].rows * sizeof *fa);
+            fb = xmalloc(lowrank * t[i].cols * sizeof *fb);
+            row = xmalloc(t[i].cols * sizeof *row);
+            lowrank_factors(fa, fb, t[i].rows, t[i].cols, scale, &r);
+        }
+        const double noise = lr ? scale * sqrt(0.05) : scale;
         while (left) {
             size_t k = left < BUF_BYTES ? (size_t)left : BUF_BYTES, m = k / (size_t)es;
             read_exact(in, base, buf, k);
@@ -719,9 +772,26 @@ static void gen_delta(const char *out, const char *base, double scale, double fr
                 }
                 double z = rng_gauss(&r);   /* drawn for every element: a
                                                fixed stream per tensor */
+                double dl = 0;
+                if (lr) {
+                    uint64_t j = at % t[i].cols;
+                    if (j == 0) {   /* the next row of the low-rank part */
+                        uint64_t ri = at / t[i].cols;
+                        for (uint64_t x = 0; x < t[i].cols; x++)
+                            row[x] = 0;
+                        for (unsigned q = 0; q < lowrank; q++) {
+                            const float c = fa[q * t[i].rows + ri], *bq = fb + q * t[i].cols;
+                            for (uint64_t x = 0; x < t[i].cols; x++)
+                                row[x] += c * bq[x];
+                        }
+                    }
+                    dl = row[j];
+                }
+                at++;
                 if (!isfinite(w))
                     continue;
-                float w2 = (float)((double)w + scale * (additive ? 1 : fabs((double)w)) * z);
+                float w2 = lr ? (float)((double)w + dl + noise * z)
+                              : (float)((double)w + scale * (additive ? 1 : fabs((double)w)) * z);
                 if (es == 2) {
                     uint16_t n16 = bf ? f32_to_bf16(w2) : f32_to_f16(w2);
                     el_changed += n16 != h16;
@@ -736,6 +806,9 @@ static void gen_delta(const char *out, const char *base, double scale, double fr
             out_write(buf, k);
             left -= k;
         }
+        free(fa);
+        free(fb);
+        free(row);
     }
     copy_bytes(in, base, buf, data_len - pos);
     out_close();
@@ -757,7 +830,7 @@ static void usage(void)
 {
     fputs("usage: gen_model OUT.safetensors --bytes N[k|m|g] [--seed S]\n"
           "       gen_model OUT.safetensors --delta-of BASE.safetensors [--scale 1e-3]"
-          " [--frac 0.7] [--seed S] [--additive]\n",
+          " [--frac 0.7] [--seed S] [--additive] [--lowrank R]\n",
           stderr);
     exit(2);
 }
@@ -811,6 +884,8 @@ int main(int argc, char **argv)
             scale = parse_double(argv[++i]);
         else if (!strcmp(a, "--additive"))
             additive = 1;
+        else if (!strcmp(a, "--lowrank") && more)
+            lowrank = (unsigned)parse_double(argv[++i]);
         else if (!strcmp(a, "--frac") && more)
             frac = parse_double(argv[++i]);
         else if (a[0] == '-' && a[1])
