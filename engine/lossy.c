@@ -25,7 +25,7 @@ struct tvs__lworker {
  * Triplets a worker keeps from analysis for encoding, at most (beyond it,
  * encoding computes them again: the same bits, only slower).
  */
-#define LRQ_KEEP_MAX ((size_t)512 << 20)
+#define LRQ_KEEP_MAX ((size_t)1 << 30)
 
 int tvs__lworker_new(tvs__lworker **out)
 {

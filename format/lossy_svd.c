@@ -314,8 +314,9 @@ int tvs_lossy_svd(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t 
         z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
         z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
         z ^= z >> 31;
-        for (size_t b = 0; b < 64 && i + b < (size_t)cols * L; b++)
-            m.Z[i + b] = (z >> b) & 1 ? 1.0f : -1.0f;
+        const size_t len = TVS_MIN(64, (size_t)cols * L - i);
+        for (size_t b = 0; b < len; b++)   /* bit b: +1, else -1 (branch-free) */
+            m.Z[i + b] = (float)((int)((z >> b) & 1) * 2 - 1);
     }
     /* Y = A Om, Z = A^T Y, Y = A Z, each basis orthonormalized; then Z =
      * A^T Y, so that A ~ Y Z^T */
@@ -361,12 +362,14 @@ int tvs_lossy_svd(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t 
         m.s[t] = (float)sg;
         inv[t] = sg > 0 ? 1.0 / sg : 0;
     }
-    for (size_t j = 0; j < cols; j++)
+    for (size_t j0 = 0; j0 < cols; j0 += 16)   /* in blocks of 16 rows, kept in cache */
         for (size_t t = 0; t < k; t++)
-            m.v[t * cols + j] = (float)(m.Vt[j * K + t] * inv[t]);
-    for (size_t i = 0; i < rows; i++)
+            for (size_t j = j0; j < TVS_MIN(j0 + 16, cols); j++)
+                m.v[t * cols + j] = (float)(m.Vt[j * K + t] * inv[t]);
+    for (size_t i0 = 0; i0 < rows; i0 += 16)
         for (size_t t = 0; t < k; t++)
-            m.u[t * rows + i] = m.Ut[i * K + t];
+            for (size_t i = i0; i < TVS_MIN(i0 + 16, rows); i++)
+                m.u[t * rows + i] = m.Ut[i * K + t];
     *out = (tvs_lossy_svd_t){ rows, cols, k, m.u, m.s, m.v };
     return 0;
 }
