@@ -8,9 +8,11 @@
 #     next to `zstd -3 -T1` compressing the same file;
 #   - decode: `tvs materialize "base + lossy" -o -` in GB/s of output per core,
 #     next to the base alone and memcpy of the same bytes;
-#   - LOWRANKQ (which white synthetic deltas never take): compress and decode
-#     of the shared ft-math at --bits 1; the decode in MB/s of the LOWRANKQ
-#     units' BF16 output per core-second over materializing the base alone.
+#   - LOWRANKQ (which white synthetic deltas never take): the same on a
+#     generated fine-tune whose deltas have a steep spectrum (gen_model
+#     --lowrank 32), and compress and decode of the shared ft-math at --bits
+#     1; the decode in MB/s of the LOWRANKQ units' BF16 output per
+#     core-second over materializing the base alone.
 #
 #   tests/bench/bench_lossy_speed.sh          (SCRATCH, SIZE, BITS="2 1", KEEP=1)
 set -euo pipefail
@@ -65,6 +67,32 @@ for b in $BITS; do
     "$(rate "$bytes" "$(echo "$d - $base_s" | bc)" 1e6)"
 done
 printf "| materialize base | %s | %s MB/s | |\n" "$base_s" "$(rate "$bytes" "$base_s" 1e6)"
+
+# LOWRANKQ at scale: a fine-tune of the same base whose 2-D deltas have a
+# steep spectrum (gen_model --lowrank 32: rank 32 plus 5 % white noise, like
+# the shared fine-tunes'), so that at --bits 1 most of it is LOWRANKQ.
+[ -f "$SCRATCH/ftlr.safetensors" ] ||
+  "$SCRATCH/gen_model" "$SCRATCH/ftlr.safetensors" --delta-of "$SCRATCH/base.safetensors" \
+    --scale 0.0016 --frac 1 --seed 3 --lowrank 32 >/dev/null
+lbytes=$(stat -c %s "$SCRATCH/ftlr.safetensors")
+$TVS import "$SCRATCH/ftlr.safetensors" --base base --as ftlr >/dev/null
+zl=$(cpu zstd -3 -T1 -c "$SCRATCH/ftlr.safetensors")
+c=$(cpu $TVS compress ftlr --as ftlr-b1 --bits 1 --threads 1)
+i=$(cpu $TVS import "$SCRATCH/ftlr.safetensors" --base base --lossy --bits 1 --as ftlr-i1 \
+    --threads 1)
+d=$(cpu $TVS materialize "base + ftlr-b1" -o - --threads 1)
+lqs=$($TVS show ftlr-b1 --units | awk '/ lowrankq / { for (i = 4; i <= NF; i++)
+       if ($i ~ /^[0-9]+x[0-9]+$/) { split($i, s, "x"); n += s[1] * s[2] } }
+       END { print n + 0 }')
+printf "| zstd -3 -T1 of the low-rank fine-tune | %s | %s MB/s | |\n" "$zl" \
+  "$(rate "$lbytes" "$zl" 1e6)"
+printf "| compress low-rank --bits 1 (%s%% of the elements LOWRANKQ) | %s | %s MB/s | %.2fx zstd -3 |\n" \
+  "$(awk -v a="$lqs" -v b="$lbytes" 'BEGIN { printf "%.0f", 200 * a / b }')" "$c" \
+  "$(rate "$lbytes" "$c" 1e6)" "$(echo "$zl / $c" | bc -l)"
+printf "| import --lossy low-rank --bits 1 | %s | %s MB/s | %.2fx zstd -3 |\n" "$i" \
+  "$(rate "$lbytes" "$i" 1e6)" "$(echo "$zl / $i" | bc -l)"
+printf "| ... its lossy decode (all units, per LOWRANKQ BF16 byte) | %s | %s MB/s | memcpy %s MB/s |\n" \
+  "$(echo "$d - $base_s" | bc)" "$(rate "$((2 * lqs))" "$(echo "$d - $base_s" | bc)" 1e6)" "$mem"
 
 # LOWRANKQ: the generated deltas above are white (flat spectrum), so the
 # encoder never tries it there; the shared ft-math's is steep, and below 1.5
