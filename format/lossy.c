@@ -619,6 +619,7 @@ typedef struct {
     const uint8_t *u, *v;
     size_t pos;
     float *fac;                /* LOWRANKQ: the dequantized factors (owned) */
+    uint8_t version;           /* the lossy chunk's: 1 sums LOWRANKQ by mul+add */
 } udec;
 
 static int fdt_ok(unsigned id)
@@ -745,11 +746,12 @@ static void udec_close(udec *d)
     d->fac = NULL;
 }
 
-static int udec_open(udec *d, uint8_t codec, tvs_span payload, size_t n)
+static int udec_open(udec *d, uint8_t codec, tvs_span payload, size_t n, uint8_t version)
 {
     rd r = { payload.ptr, payload.len, 0 };
     int rc = 0;
     d->fac = NULL;
+    d->version = version;
     d->codec = codec;
     d->n = n;
     if (n < 1 || n > TVS_LOSSY_MAX_UNIT)
@@ -976,15 +978,46 @@ static void lrq_ref(float *o, size_t ldo, const float *u, size_t ldu, const floa
     }
 }
 
+/*
+ * LOWRANKQ in a version 1 chunk (SPEC.md 2.7): the same tile, but each sum
+ * is acc = acc + u * v in rank order from +0, every product and sum rounded
+ * to f32, as LOWRANK's loop does. Only old objects take it, so it stays a
+ * plain loop (vectorized over the strip by the compiler, the bits unchanged:
+ * -ffp-contract=off).
+ */
+static void lrq_ref_v1(float *o, size_t ldo, const float *u, size_t ldu, const float *v,
+                       size_t cols, uint32_t rank, size_t nrows, size_t j0, size_t j1,
+                       float scale)
+{
+    for (size_t k = 0; k < nrows; k++) {
+        float *ok = o + k * ldo;
+        for (size_t j = j0; j < j1; j += STRIP) {
+            const size_t sl = TVS_MIN(j1 - j, STRIP);
+            float *restrict acc = ok + (j - j0);
+            for (size_t x = 0; x < sl; x++)
+                acc[x] = 0.0f;
+            for (uint32_t r = 0; r < rank; r++) {
+                const float ur = u[r * ldu + k], *restrict vr = v + (size_t)r * cols + j;
+                for (size_t x = 0; x < sl; x++)
+                    acc[x] = acc[x] + ur * vr[x];
+            }
+            for (size_t x = 0; x < sl; x++)
+                acc[x] = scale * acc[x];
+        }
+    }
+}
+
 /* Rows [i, i + nrows) by columns [j0, j1) of a LOWRANKQ unit, at o with
  * rows @p ldo apart: the AVX2+FMA kernel where the CPU has it, else the
- * reference loop (the same bits). */
+ * reference loop (the same bits); a version 1 chunk's rule if it is one. */
 static void lrq_tile(float *o, size_t ldo, const udec *d, size_t i, size_t nrows, size_t j0,
                      size_t j1)
 {
     const float *u = (const float *)(const void *)d->u + i;   /* U transposed: column i */
     const float *v = (const float *)(const void *)d->v;
-    if (tvs__lossy_simd == 1 && tvs__lrq_fma())
+    if (d->version == 1)
+        lrq_ref_v1(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale);
+    else if (tvs__lossy_simd == 1 && tvs__lrq_fma())
         tvs__lrq_rows_fma(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale);
     else
         lrq_ref(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale);
@@ -1088,8 +1121,17 @@ static int udec_finish(udec *d)
 
 int tvs_lossy_unit_decode(float *d, size_t n, uint8_t codec, tvs_span payload)
 {
+    return tvs__lossy_unit_decode_v(d, n, codec, payload, TVS_LOSSY_VERSION);
+}
+
+int tvs__lossy_unit_decode_v(float *d, size_t n, uint8_t codec, tvs_span payload,
+                             uint8_t version)
+{
     udec dec;
-    int rc = udec_open(&dec, codec, payload, n);
+    if (version < TVS_LOSSY_VERSION_MIN || version > TVS_LOSSY_VERSION)
+        return tvs__fail(TVS_EINVAL, "lossy unit: chunk version %u (must be %u..%u)", version,
+                         TVS_LOSSY_VERSION_MIN, TVS_LOSSY_VERSION);
+    int rc = udec_open(&dec, codec, payload, n, version);
     /* LOWRANKQ in one call: its row blocks then never straddle a piece */
     const size_t step = codec == TVS_LC_LOWRANKQ ? n : PIECE;
     for (size_t pos = 0; !rc && pos < n; pos += step)
@@ -1143,9 +1185,9 @@ static int walk(tvs_span chunk, tvs_dtype dt, size_t n, unit_cb cb, void *payloa
     if (chunk.len < 5)
         return tvs__fail(TVS_ECORRUPT, "lossy chunk: header truncated (%zu of 5 bytes)",
                          chunk.len);
-    if (chunk.ptr[0] != TVS_LOSSY_VERSION)
-        return tvs__fail(TVS_ECORRUPT, "lossy chunk: version %u, expected %u", chunk.ptr[0],
-                         TVS_LOSSY_VERSION);
+    if (chunk.ptr[0] < TVS_LOSSY_VERSION_MIN || chunk.ptr[0] > TVS_LOSSY_VERSION)
+        return tvs__fail(TVS_ECORRUPT, "lossy chunk: version %u, expected %u..%u",
+                         chunk.ptr[0], TVS_LOSSY_VERSION_MIN, TVS_LOSSY_VERSION);
     uint32_t n_units = tvs_load_le32(chunk.ptr + 1);
     if (n_units < 1 || n_units > n || n_units > (chunk.len - 5) / UNIT_HDR)
         return tvs__fail(TVS_ECORRUPT, "lossy chunk: %u units for %zu elements in %zu bytes",
@@ -1330,6 +1372,7 @@ typedef struct {
     tvs_dtype dt;
     unsigned w;
     uint32_t idx;
+    uint8_t version;   /* the chunk's (walk has checked it) */
 } apply_ctx;
 
 /*
@@ -1368,7 +1411,7 @@ static int apply_unit(const tvs_lossy_unit *u, size_t first, void *p)
     }
     float buf[PIECE];
     udec dec;
-    int rc = udec_open(&dec, u->codec, u->payload, u->n);
+    int rc = udec_open(&dec, u->codec, u->payload, u->n, a->version);
     if (!rc && u->codec == TVS_LC_LOWRANKQ) {
         lrq_apply(&dec, dst, a->dt, a->w, buf);
     } else {
@@ -1389,7 +1432,8 @@ static int apply_unit(const tvs_lossy_unit *u, size_t first, void *p)
 
 int tvs_lossy_chunk_apply(uint8_t *dst, tvs_dtype dt, size_t n, tvs_span chunk)
 {
-    apply_ctx a = { dst, dt, tvs_lossy_dtype_ok(dt) ? width_of(dt) : 0, 0 };
+    apply_ctx a = { dst, dt, tvs_lossy_dtype_ok(dt) ? width_of(dt) : 0, 0,
+                    chunk.len ? chunk.ptr[0] : 0 };
     return tvs_lossy_chunk_units(chunk, dt, n, apply_unit, &a);
 }
 

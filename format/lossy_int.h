@@ -38,6 +38,15 @@ void tvs__lrq_rows_fma(float *o, size_t ldo, const float *u, size_t ldu, const f
 int tvs__lrq_fma(void);
 
 /*
+ * tvs_lossy_unit_decode by the rules of a lossy chunk of @p version
+ * (TVS_LOSSY_VERSION_MIN .. TVS_LOSSY_VERSION, else TVS_EINVAL): version 1
+ * sums LOWRANKQ's products by mul+add. For a caller walking a chunk's units
+ * (its version is the chunk's byte 0) that must get what apply gets.
+ */
+int tvs__lossy_unit_decode_v(float *d, size_t n, uint8_t codec, tvs_span payload,
+                             uint8_t version);
+
+/*
  * dst (BF16) = round(f32(dst) + d) for the groups of sixteen of @p m
  * values, up to the first group with an infinite or NaN sum; returns the
  * values done. Call only if tvs__bq_avx2().

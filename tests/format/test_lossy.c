@@ -18,6 +18,7 @@
 #include <stdlib.h>
 
 #include "format/lossy.h"
+#include "format/lossy_int.h"
 #include "tests/support/support.h"
 
 static void fini(void)
@@ -1693,7 +1694,8 @@ Test(lossy, apply_rejects_bad_framing)
         size_t n;
         const char *rule;
     } cases[] = {
-        { 2, 1, { 8 }, { 0 }, 0, 8, "version 2" },
+        { 3, 1, { 8 }, { 0 }, 0, 8, "version 3, expected 1..2" },
+        { 0, 1, { 8 }, { 0 }, 0, 8, "version 0, expected 1..2" },
         { 1, 0, { 0 }, { 0 }, 0, 8, "0 units" },
         { 1, 2, { 4, 5 }, { 0, 0 }, 0, 8, "past the chunk" },
         { 1, 2, { 4, 3 }, { 0, 0 }, 0, 8, "cover 7 of 8" },
@@ -2041,6 +2043,93 @@ Test(lossy, lowrankq_decodes_with_fused_multiply_adds_at_every_simd_level)
         free(out);
         free(ref);
     }
+}
+
+/*
+ * Chunks written before version 2 keep decoding to what they decoded to
+ * then: in a version 1 chunk, LOWRANKQ sums its products by mul+add (each
+ * product and sum rounded, like LOWRANK), in version 2 by fused
+ * multiply-adds; the same payload, only the version byte differs.
+ */
+Test(lossy, a_version_1_chunk_decodes_lowrankq_by_mul_add_and_version_2_by_fma)
+{
+    const uint32_t rows = 21, cols = 53, rank = 9;
+    const size_t n = (size_t)rows * cols;
+    const float scale = 0.8125f;
+    float *u = malloc((size_t)rows * rank * sizeof *u), *v = malloc((size_t)rank * cols * 4);
+    float *fused = malloc(n * 4), *plain = malloc(n * 4), *got = malloc(n * 4);
+    uint8_t *base = malloc((n + 5) * 4), *out = malloc((n + 5) * 4), *ref = malloc((n + 5) * 4);
+    cr_assert(u && v && fused && plain && got && base && out && ref);
+    tvs_buf b = TVS_BUF_INIT, chunk = TVS_BUF_INIT;
+    put_lrq_random(&b, u, v, rows, cols, rank, scale, 77);
+    size_t differ = 0;
+    for (size_t i = 0; i < rows; i++)
+        for (size_t j = 0; j < cols; j++) {
+            float acc = 0.0f, sum = 0.0f;
+            for (uint32_t r = 0; r < rank; r++) {
+                acc = fmaf(u[i * rank + r], v[(size_t)r * cols + j], acc);
+                float p = u[i * rank + r] * v[(size_t)r * cols + j];
+                sum = sum + p;
+            }
+            fused[i * cols + j] = scale * acc;
+            plain[i * cols + j] = scale * sum;
+            differ += fbits(fused[i * cols + j]) != fbits(plain[i * cols + j]);
+        }
+    cr_assert_gt(differ, n / 10, "fma and mul+add differ at only %zu of %zu", differ, n);
+    /* a ZERO unit first, so the LOWRANKQ unit starts mid-chunk */
+    tt_ok(tvs_lossy_chunk_begin(&chunk, 2));
+    cr_assert_eq(chunk.ptr[0], 2, "chunks are written at version 2");
+    chunk_unit(&chunk, 5, TVS_LC_ZERO, NULL, 0);
+    chunk_unit(&chunk, (uint32_t)n, TVS_LC_LOWRANKQ, b.ptr, b.len);
+    static const int levels[] = { 0, 2, 3, 1 };
+    for (uint8_t version = 1; version <= 2; version++) {
+        const float *want = version == 1 ? plain : fused;
+        chunk.ptr[0] = version;
+        for (tvs_dtype dt = TVS_DTYPE_F16; dt <= TVS_DTYPE_F32; dt++) {
+            const size_t w = dt == TVS_DTYPE_F32 ? 4 : 2;
+            fill_base(base, n + 5, dt, 90 + dt);
+            float zero5[5] = { 0 };
+            ref_apply(ref, base, zero5, 5, dt);
+            ref_apply(ref + 5 * w, base + 5 * w, want, n, dt);
+            for (size_t k = 0; k < 4; k++) {
+                tvs__lossy_simd = levels[k];
+                memcpy(out, base, (n + 5) * w);
+                tt_ok(tvs_lossy_chunk_apply(out, dt, n + 5, (tvs_span){ chunk.ptr, chunk.len }));
+                cr_assert_arr_eq(out, ref, (n + 5) * w, "version %u, %s, simd %d: apply differs",
+                                 version, tvs_dtype_name(dt), levels[k]);
+            }
+        }
+        for (size_t k = 0; k < 4; k++) {
+            tvs__lossy_simd = levels[k];
+            tt_ok(tvs__lossy_unit_decode_v(got, n, TVS_LC_LOWRANKQ, (tvs_span){ b.ptr, b.len },
+                                           version));
+            for (size_t i = 0; i < n; i++)
+                cr_assert_eq(fbits(got[i]), fbits(want[i]), "version %u, simd %d: element %zu "
+                             "is %a, not %a", version, levels[k], i, (double)got[i],
+                             (double)want[i]);
+        }
+        tvs__lossy_simd = 1;
+    }
+    /* the public unit decoder has no version: the current rule */
+    tt_ok(tvs_lossy_unit_decode(got, n, TVS_LC_LOWRANKQ, (tvs_span){ b.ptr, b.len }));
+    cr_assert_arr_eq(got, fused, n * 4);
+    /* a version no chunk has is refused, by apply, the walk and the versioned decoder */
+    for (int version = 0; version <= 3; version += 3) {
+        chunk.ptr[0] = (uint8_t)version;
+        tt_fails(tvs_lossy_chunk_apply(out, TVS_DTYPE_F32, n + 5,
+                                       (tvs_span){ chunk.ptr, chunk.len }), TVS_ECORRUPT);
+        tt_msg_has(version ? "lossy chunk: version 3, expected 1..2"
+                           : "lossy chunk: version 0, expected 1..2");
+        tt_fails(tvs_lossy_chunk_units((tvs_span){ chunk.ptr, chunk.len }, TVS_DTYPE_F32, n + 5,
+                                       walk_cb, NULL), TVS_ECORRUPT);
+        tt_msg_has("expected 1..2");
+        tt_fails(tvs__lossy_unit_decode_v(got, n, TVS_LC_LOWRANKQ, (tvs_span){ b.ptr, b.len },
+                                          (uint8_t)version), TVS_EINVAL);
+    }
+    tvs_buf_dispose(&b);
+    tvs_buf_dispose(&chunk);
+    free(u), free(v), free(fused), free(plain), free(got);
+    free(base), free(out), free(ref);
 }
 
 static void lrq_case(uint32_t rows, uint32_t cols, uint32_t rank, size_t n, uint8_t bits,
