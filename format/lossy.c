@@ -792,7 +792,7 @@ static int udec_open(udec *d, uint8_t codec, tvs_span payload, size_t n, uint8_t
     return rc ? rc : rd_end(&r);
 }
 
-int tvs__lossy_simd = 1;   /* tests set 0 (reference loops) or 2 (SSE2, never AVX2) */
+int tvs__lossy_simd = 1;   /* tests set 0 (reference loops), 2 (SSE2, never AVX2) or 3 */
 
 /* dep4[m][x]: the low bits of x deposited at the set bits of the 4-bit mask m. */
 static const uint8_t dep4[16][16] = {
@@ -1007,20 +1007,47 @@ static void lrq_ref_v1(float *o, size_t ldo, const float *u, size_t ldu, const f
     }
 }
 
+/* LOWRANKQ's kernels, in order of preference (all give the same bits). */
+enum { LRQ_REF, LRQ_AVX2, LRQ_AVX512 };
+
+static int lrq_kernel(void)
+{
+    if (tvs__lossy_simd == 1 && tvs__avx512())
+        return LRQ_AVX512;
+    if ((tvs__lossy_simd == 1 || tvs__lossy_simd == 3) && tvs__lrq_fma())
+        return LRQ_AVX2;
+    return LRQ_REF;
+}
+
+/* Rows per register block of the kernel (tiles of a multiple run fastest). */
+static size_t lrq_nr(void)
+{
+    return lrq_kernel() == LRQ_AVX512 ? TVS__LRQ_NR512 : TVS__LRQ_NR;
+}
+
 /* Rows [i, i + nrows) by columns [j0, j1) of a LOWRANKQ unit, at o with
- * rows @p ldo apart: the AVX2+FMA kernel where the CPU has it, else the
- * reference loop (the same bits); a version 1 chunk's rule if it is one. */
+ * rows @p ldo apart: the AVX-512 or AVX2+FMA kernel where the CPU has it,
+ * else the reference loop (the same bits); a version 1 chunk's rule if it
+ * is one. */
 static void lrq_tile(float *o, size_t ldo, const udec *d, size_t i, size_t nrows, size_t j0,
                      size_t j1)
 {
     const float *u = (const float *)(const void *)d->u + i;   /* U transposed: column i */
     const float *v = (const float *)(const void *)d->v;
-    if (d->version == 1)
+    if (d->version == 1) {
         lrq_ref_v1(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale);
-    else if (tvs__lossy_simd == 1 && tvs__lrq_fma())
+        return;
+    }
+    switch (lrq_kernel()) {
+    case LRQ_AVX512:
+        tvs__lrq_rows_avx512(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale);
+        break;
+    case LRQ_AVX2:
         tvs__lrq_rows_fma(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale);
-    else
+        break;
+    default:
         lrq_ref(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale);
+    }
 }
 
 /*
@@ -1377,15 +1404,16 @@ typedef struct {
 
 /*
  * A LOWRANKQ unit into the base, a tile of up to PIECE values at a time:
- * whole rows, a multiple of TVS__LRQ_NR of them, when that many fit, else
- * TVS__LRQ_NR rows by a column range, so the kernel gets full row blocks.
+ * whole rows, a multiple of the kernel's row block (lrq_nr) of them, when
+ * that many fit, else one row block by a column range, so the kernel gets
+ * full row blocks.
  */
 static void lrq_apply(const udec *d, uint8_t *dst, tvs_dtype dt, unsigned w, float *buf)
 {
-    const size_t rows = d->rows, cols = d->cols;
-    const int whole = cols * TVS__LRQ_NR <= PIECE;
-    const size_t nr = whole ? PIECE / cols / TVS__LRQ_NR * TVS__LRQ_NR : TVS__LRQ_NR;
-    const size_t wd = whole ? cols : PIECE / TVS__LRQ_NR / 16 * 16;
+    const size_t rows = d->rows, cols = d->cols, rb = lrq_nr();
+    const int whole = cols * rb <= PIECE;
+    const size_t nr = whole ? PIECE / cols / rb * rb : rb;
+    const size_t wd = whole ? cols : PIECE / rb / 16 * 16;
     for (size_t i = 0; i < rows; i += nr) {
         const size_t h = TVS_MIN(nr, rows - i);
         for (size_t j = 0; j < cols; j += wd) {

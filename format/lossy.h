@@ -227,9 +227,10 @@ int tvs_lossy_add(uint8_t *dst, tvs_dtype dt, const float *d, size_t n);
 int tvs_lossy_dtype_ok(tvs_dtype dt);
 
 /**
- * For tests: 1 (the default) runs the SSE2 loops, and the AVX2 (and the
- * SVD's AVX-512) ones where the CPU has them; 2 the SSE2 loops only; 0 the
- * portable reference loops; 3 the SVD's AVX2 product, never AVX-512.
+ * For tests: 1 (the default) runs the SSE2 loops, and the AVX2 and
+ * AVX-512 ones (the SVD's product, LOWRANKQ's decode) where the CPU has
+ * them; 2 the SSE2 loops only; 0 the portable reference loops; 3 the SVD's
+ * and LOWRANKQ's AVX2+FMA products, never AVX-512 (the rest as 2).
  */
 extern int tvs__lossy_simd;
 

@@ -9,7 +9,8 @@
  * rounding as the SSE2 loop. And LOWRANKQ's product, compiled for AVX2 with
  * FMA and called only when the CPU has both (tvs__lrq_fma): fused
  * multiply-adds are the rule there (SPEC.md 2.7), so it gives the bits of
- * the scalar fmaf loop.
+ * the scalar fmaf loop; and the same product in AVX-512, called only when
+ * the CPU has AVX-512F (tvs__avx512).
  */
 #include "format/lossy_int.h"
 
@@ -153,6 +154,95 @@ __attribute__((target("avx2,fma"))) void tvs__lrq_rows_fma(float *o, size_t ldo,
 }
 
 /*
+ * The same product in AVX-512: blocks of ZMR output rows by ZNV groups of
+ * sixteen columns (8 x 3: 24 sums, 3 loads of V's row r, 1 broadcast, 28 of
+ * the 32 registers), the last group of a row's columns masked, so any width
+ * takes the vector loop (masked lanes load nothing and store nothing). The
+ * sums are the same fused multiply-adds lane by lane in rank order, so the
+ * bits are again those of the scalar fmaf loop.
+ */
+#define Z_TARGET __attribute__((target("avx512f")))
+#define ZMR TVS__LRQ_NR512
+#define ZNV 3
+#define ZSLAB (4 * 16 * ZNV)   /* columns per slab of V kept in L1 over the row blocks */
+
+static inline __attribute__((always_inline)) Z_TARGET void
+lrq_ztile(const int mr, const int nv, __mmask16 last, float *o, size_t ldo, const float *u,
+          size_t ldu, const float *v, size_t cols, uint32_t rank, __m512 sc)
+{
+    __m512 a[ZMR][ZNV];
+    for (int k = 0; k < mr; k++)
+        for (int x = 0; x < nv; x++)
+            a[k][x] = _mm512_setzero_ps();
+    const float *vp = v, *up = u;
+    for (uint32_t r = 0; r < rank; r++, vp += cols, up += ldu) {
+        __m512 b[ZNV];
+        for (int x = 0; x < nv; x++)
+            b[x] = x + 1 < nv ? _mm512_loadu_ps(vp + 16 * x)
+                              : _mm512_maskz_loadu_ps(last, vp + 16 * x);
+        for (int k = 0; k < mr; k++) {
+            const __m512 w = _mm512_set1_ps(up[k]);
+            for (int x = 0; x < nv; x++)
+                a[k][x] = _mm512_fmadd_ps(w, b[x], a[k][x]);
+        }
+    }
+    for (int k = 0; k < mr; k++)
+        for (int x = 0; x < nv; x++) {
+            float *p = o + (size_t)k * ldo + 16 * x;
+            if (x + 1 < nv)
+                _mm512_storeu_ps(p, _mm512_mul_ps(sc, a[k][x]));
+            else
+                _mm512_mask_storeu_ps(p, last, _mm512_mul_ps(sc, a[k][x]));
+        }
+}
+
+/* Rows [0, mr) by columns [j0, j1) (at most ZSLAB) of one row block. */
+static inline __attribute__((always_inline)) Z_TARGET void
+lrq_zrows(const int mr, float *o, size_t ldo, const float *u, size_t ldu, const float *v,
+          size_t cols, uint32_t rank, size_t j0, size_t j1, __m512 sc)
+{
+    size_t j = j0;
+    for (; j + 16 * ZNV <= j1; j += 16 * ZNV)
+        lrq_ztile(mr, ZNV, 0xffff, o + (j - j0), ldo, u, ldu, v + j, cols, rank, sc);
+    const size_t rest = j1 - j;
+    if (!rest)
+        return;
+    const __mmask16 last = (__mmask16)(rest % 16 ? (1u << rest % 16) - 1 : 0xffff);
+    switch ((rest + 15) / 16) {
+#define TAIL(n)                                                                               case n:                                                                                       lrq_ztile(mr, n, last, o + (j - j0), ldo, u, ldu, v + j, cols, rank, sc);                break;
+        TAIL(1) TAIL(2) TAIL(3)
+#if ZNV > 3
+        TAIL(4)
+#endif
+#undef TAIL
+    default: break;
+    }
+}
+
+Z_TARGET void tvs__lrq_rows_avx512(float *o, size_t ldo, const float *u, size_t ldu,
+                                   const float *v, size_t cols, uint32_t rank, size_t nrows,
+                                   size_t j0, size_t j1, float scale)
+{
+    const __m512 sc = _mm512_set1_ps(scale);
+    for (size_t s = j0; s < j1; s += ZSLAB) {
+        const size_t e = j1 - s < ZSLAB ? j1 : s + ZSLAB;
+        size_t i = 0;
+        float *os = o + (s - j0);
+        for (; i + ZMR <= nrows; i += ZMR)
+            lrq_zrows(ZMR, os + i * ldo, ldo, u + i, ldu, v, cols, rank, s, e, sc);
+        switch (nrows - i) {
+#define REST(n)                                                                          case n:                                                                                  lrq_zrows(n, os + i * ldo, ldo, u + i, ldu, v, cols, rank, s, e, sc);               break;
+        REST(1) REST(2) REST(3) REST(4) REST(5)
+#if ZMR > 6
+        REST(6) REST(7)
+#endif
+#undef REST
+        default: break;
+        }
+    }
+}
+
+/*
  * Apply to BF16 elements, sixteen at a time, the integer RNE of
  * add_bf16_sse2 (format/lossy.c) in 256-bit registers. Stops before the
  * first group of sixteen with an infinite or NaN sum, which the reference
@@ -209,6 +299,13 @@ void tvs__lrq_rows_fma(float *o, size_t ldo, const float *u, size_t ldu, const f
 {
     (void)o, (void)ldo, (void)u, (void)ldu, (void)v, (void)cols, (void)rank, (void)nrows;
     (void)j0, (void)j1, (void)scale;
+}
+
+void tvs__lrq_rows_avx512(float *o, size_t ldo, const float *u, size_t ldu, const float *v,
+                          size_t cols, uint32_t rank, size_t nrows, size_t j0, size_t j1,
+                          float scale)
+{
+    tvs__lrq_rows_fma(o, ldo, u, ldu, v, cols, rank, nrows, j0, j1, scale);
 }
 
 size_t tvs__add_bf16_avx2(uint8_t *dst, const float *d, size_t m)

@@ -34,6 +34,14 @@ void tvs__lrq_rows_fma(float *o, size_t ldo, const float *u, size_t ldu, const f
 
 #define TVS__LRQ_NR 6   /* output rows per register block of tvs__lrq_rows_fma */
 
+/** The same product in AVX-512 (the same bits), rows TVS__LRQ_NR512 at a
+ *  time. Call only if tvs__avx512(). */
+void tvs__lrq_rows_avx512(float *o, size_t ldo, const float *u, size_t ldu, const float *v,
+                          size_t cols, uint32_t rank, size_t nrows, size_t j0, size_t j1,
+                          float scale);
+
+#define TVS__LRQ_NR512 8   /* output rows per register block of tvs__lrq_rows_avx512 */
+
 /** 1 if the CPU runs AVX2 code with FMA. */
 int tvs__lrq_fma(void);
 

@@ -1984,12 +1984,16 @@ static void put_lrq_random(tvs_buf *b, float *u, float *v, uint32_t rows, uint32
 
 Test(lossy, lowrankq_decodes_with_fused_multiply_adds_at_every_simd_level)
 {
-    /* rows and columns off the kernel's blocks (6 rows, 16 and 8 columns,
-     * slabs of 64), ranks of every residue, units wider than a piece's six rows */
+    /* rows and columns off the kernels' blocks (AVX2: 6 rows, 16 and 8
+     * columns, slabs of 64; AVX-512: 8 rows, 48 columns and masked tails of
+     * 1 to 47, slabs of 192), ranks of every residue, units wider than a
+     * piece's six or eight rows */
     static const uint32_t shapes[][3] = {
         { 2, 16, 1 },     { 7, 9, 3 },      { 13, 37, 9 },     { 6, 24, 4 },
         { 25, 41, 15 },   { 19, 131, 16 },  { 12, 600, 11 },   { 100, 100, 50 },
         { 31, 64, 20 },   { 7, 700, 6 },    { 13, 1500, 12 },  { 40, 257, 33 },
+        { 17, 48, 5 },    { 9, 96, 7 },     { 8, 200, 3 },     { 15, 193, 10 },
+        { 23, 47, 8 },    { 16, 33, 2 },    { 3, 385, 2 },     { 64, 240, 17 },
     };
     for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
         const uint32_t rows = shapes[c][0], cols = shapes[c][1], rank = shapes[c][2];
@@ -2018,9 +2022,10 @@ Test(lossy, lowrankq_decodes_with_fused_multiply_adds_at_every_simd_level)
         ref_apply(ref, base, want, n, TVS_DTYPE_BF16);
         tt_ok(tvs_lossy_chunk_begin(&chunk, 1));
         chunk_unit(&chunk, (uint32_t)n, TVS_LC_LOWRANKQ, b.ptr, b.len);
-        static const int levels[] = { 0, 2, 1 };
-        for (size_t k = 0; k < 3; k++) {
+        static const int levels[] = { 0, 2, 3, 1 };
+        for (size_t k = 0; k < 4; k++) {
             tvs__lossy_simd = levels[k];
+            memset(got, 0xff, n * sizeof *got);   /* NaNs: nothing left from the last level */
             tt_ok(tvs_lossy_unit_decode(got, n, TVS_LC_LOWRANKQ, (tvs_span){ b.ptr, b.len }));
             for (size_t i = 0; i < n; i++)
                 cr_assert_eq(fbits(got[i]), fbits(want[i]), "%ux%u rank %u, simd %d: element "
@@ -2101,6 +2106,7 @@ Test(lossy, a_version_1_chunk_decodes_lowrankq_by_mul_add_and_version_2_by_fma)
         }
         for (size_t k = 0; k < 4; k++) {
             tvs__lossy_simd = levels[k];
+            memset(got, 0xff, n * sizeof *got);
             tt_ok(tvs__lossy_unit_decode_v(got, n, TVS_LC_LOWRANKQ, (tvs_span){ b.ptr, b.len },
                                            version));
             for (size_t i = 0; i < n; i++)
