@@ -1333,13 +1333,16 @@ static void add_bf16(uint8_t *dst, const float *d, size_t m)
 {
 #if defined(__SSE2__)
     if (tvs__lossy_simd == 1 && tvs__bq_avx2()) {
+        const int z = tvs__avx512();
+        const size_t g = z ? 32 : 16;
         size_t i = 0;
         for (;;) {
-            i += tvs__add_bf16_avx2(dst + 2 * i, d + i, m - i);
-            if (m - i < 16)
+            i += z ? tvs__add_bf16_avx512(dst + 2 * i, d + i, m - i)
+                   : tvs__add_bf16_avx2(dst + 2 * i, d + i, m - i);
+            if (m - i < g)
                 break;
-            add_bf16_ref(dst + 2 * i, d + i, 16);   /* a group with an infinite or NaN sum */
-            i += 16;
+            add_bf16_ref(dst + 2 * i, d + i, g);   /* a group with an infinite or NaN sum */
+            i += g;
         }
         add_bf16_sse2(dst + 2 * i, d + i, m - i);
         return;

@@ -162,9 +162,15 @@ __attribute__((target("avx2,fma"))) void tvs__lrq_rows_fma(float *o, size_t ldo,
  * bits are again those of the scalar fmaf loop.
  */
 #define Z_TARGET __attribute__((target("avx512f")))
+#ifndef ZMR
 #define ZMR TVS__LRQ_NR512
+#endif
+#ifndef ZNV
 #define ZNV 3
+#endif
+#ifndef ZSLAB
 #define ZSLAB (4 * 16 * ZNV)   /* columns per slab of V kept in L1 over the row blocks */
+#endif
 
 static inline __attribute__((always_inline)) Z_TARGET void
 lrq_ztile(const int mr, const int nv, __mmask16 last, float *o, size_t ldo, const float *u,
@@ -276,6 +282,42 @@ __attribute__((target("avx2"))) size_t tvs__add_bf16_avx2(uint8_t *dst, const fl
     return i;
 }
 
+/*
+ * The same in AVX-512, thirty-two elements at a time: the top halves of the
+ * rounded sums taken by truncating moves (vpmovdw), which for a finite sum
+ * are the bits of the signed pack above (a finite f32 pattern plus 0x8000
+ * never passes 2^32). Stops before the first group of thirty-two with an
+ * infinite or NaN sum.
+ */
+Z_TARGET size_t tvs__add_bf16_avx512(uint8_t *dst, const float *d, size_t m)
+{
+    const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff);
+    const __m512i expm = _mm512_set1_epi32(0x7f800000);
+    size_t i = 0;
+    for (; i + 32 <= m; i += 32) {
+        __m512i b0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(dst + 2 * i)));
+        __m512i b1 = _mm512_cvtepu16_epi32(
+            _mm256_loadu_si256((const __m256i *)(dst + 2 * i + 32)));
+        __m512i s0 = _mm512_castps_si512(_mm512_add_ps(
+            _mm512_castsi512_ps(_mm512_slli_epi32(b0, 16)), _mm512_loadu_ps(d + i)));
+        __m512i s1 = _mm512_castps_si512(_mm512_add_ps(
+            _mm512_castsi512_ps(_mm512_slli_epi32(b1, 16)), _mm512_loadu_ps(d + i + 16)));
+        __mmask16 special = _mm512_cmpeq_epi32_mask(_mm512_and_si512(s0, expm), expm) |
+                            _mm512_cmpeq_epi32_mask(_mm512_and_si512(s1, expm), expm);
+        if (special)
+            break;
+        s0 = _mm512_add_epi32(
+            s0, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(s0, 16), one)));
+        s1 = _mm512_add_epi32(
+            s1, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(s1, 16), one)));
+        _mm256_storeu_si256((__m256i *)(dst + 2 * i),
+                            _mm512_cvtepi32_epi16(_mm512_srli_epi32(s0, 16)));
+        _mm256_storeu_si256((__m256i *)(dst + 2 * i + 32),
+                            _mm512_cvtepi32_epi16(_mm512_srli_epi32(s1, 16)));
+    }
+    return i;
+}
+
 int tvs__bq_avx2(void)
 {
     return __builtin_cpu_supports("avx2") != 0;   /* the CPU and the OS (saved state) */
@@ -309,6 +351,12 @@ void tvs__lrq_rows_avx512(float *o, size_t ldo, const float *u, size_t ldu, cons
 }
 
 size_t tvs__add_bf16_avx2(uint8_t *dst, const float *d, size_t m)
+{
+    (void)dst, (void)d, (void)m;
+    return 0;
+}
+
+size_t tvs__add_bf16_avx512(uint8_t *dst, const float *d, size_t m)
 {
     (void)dst, (void)d, (void)m;
     return 0;

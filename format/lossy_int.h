@@ -61,6 +61,9 @@ int tvs__lossy_unit_decode_v(float *d, size_t n, uint8_t codec, tvs_span payload
  */
 size_t tvs__add_bf16_avx2(uint8_t *dst, const float *d, size_t m);
 
+/* The same, thirty-two values at a time. Call only if tvs__avx512(). */
+size_t tvs__add_bf16_avx512(uint8_t *dst, const float *d, size_t m);
+
 /** 1 if the CPU runs AVX2 code. */
 int tvs__bq_avx2(void);
 
