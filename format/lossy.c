@@ -554,6 +554,14 @@ static void unpack(uint8_t *q, const uint8_t *src, size_t len, uint64_t pos, siz
         q[i] = (uint8_t)bits_at(src, len, pos, bits);
     size_t groups = (cnt - i) / 8, avail = len - (size_t)(pos / 8);
     const uint8_t *s = src + pos / 8;
+    if (bits < 8 && tvs__lossy_simd == 1 && tvs__avx512()) {
+        size_t g = tvs__unpack8_avx512(q + i, s, groups, avail, bits);
+        i += g * 8;
+        pos += (uint64_t)g * 8 * bits;
+        groups -= g;
+        avail -= g * bits;
+        s += g * bits;
+    }
     switch (bits) {
     case 1: unpack8(q + i, s, groups, avail, 1); break;
     case 2: unpack8(q + i, s, groups, avail, 2); break;
@@ -578,6 +586,7 @@ static int bq_next(bq_body *b, float *out, size_t cnt)
         return tvs__fail(TVS_ECORRUPT, "blockq body holds %zu values, more are kept", b->m);
     unpack(q, b->idx, b->idx_len, (uint64_t)b->j * b->bits, cnt, b->bits);
     const float mul = b->mul, h = b->half;
+    const int z512 = tvs__lossy_simd == 1 && tvs__avx512();
     size_t t = 0;
     while (t < cnt) {
         size_t jj = b->j + t, blk = jj / b->block;
@@ -590,7 +599,8 @@ static int bq_next(bq_body *b, float *out, size_t cnt)
             for (size_t i = 0; i < seg; i++)
                 o[i] = mul * (s * b->lv[qq[i]] + z);
         else
-            for (size_t i = 0; i < seg; i++)
+            for (size_t i = z512 ? tvs__bq_deq_avx512(o, qq, seg, s, h, z, mul) : 0; i < seg;
+                 i++)
                 o[i] = mul * (s * ((float)qq[i] - h) + z);
         t += seg;
     }

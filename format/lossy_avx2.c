@@ -283,6 +283,47 @@ __attribute__((target("avx2"))) size_t tvs__add_bf16_avx2(uint8_t *dst, const fl
 }
 
 /*
+ * BLOCKQ indices, AVX-512: each group of 8 values (exactly @p bits bytes at
+ * a byte boundary) read as one 64-bit word, copied to eight lanes, shifted
+ * lane by lane (0, bits, 2 bits, ...) and masked; the low bytes are the
+ * indices. The same integers as unpack8 (format/lossy.c).
+ */
+Z_TARGET size_t tvs__unpack8_avx512(uint8_t *q, const uint8_t *src, size_t groups,
+                                    size_t avail, unsigned bits)
+{
+    const long long b1 = bits;
+    const __m512i sh = _mm512_set_epi64(7 * b1, 6 * b1, 5 * b1, 4 * b1, 3 * b1, 2 * b1, b1, 0);
+    const __m512i mask = _mm512_set1_epi64((long long)((1u << bits) - 1));
+    size_t g = 0;
+    for (; g < groups && g * bits + 8 <= avail; g++) {   /* one 8-byte load per group */
+        const __m512i w = _mm512_set1_epi64((long long)tvs_load_le64(src + g * bits));
+        const __m128i b = _mm512_cvtepi64_epi8(_mm512_and_si512(_mm512_srlv_epi64(w, sh), mask));
+        _mm_storel_epi64((__m128i *)(q + 8 * g), b);
+    }
+    return g;
+}
+
+/*
+ * BLOCKQ values of one block, sixteen at a time: o = mul * (s * (q - h) +
+ * z), the f32 operations of the reference loop in its order (no fused
+ * multiply-add: the build sets -ffp-contract=off). Returns the values done.
+ */
+Z_TARGET size_t tvs__bq_deq_avx512(float *o, const uint8_t *q, size_t len, float s, float h,
+                                   float z, float mul)
+{
+    const __m512 sv = _mm512_set1_ps(s), hv = _mm512_set1_ps(h), zv = _mm512_set1_ps(z);
+    const __m512 mv = _mm512_set1_ps(mul);
+    size_t i = 0;
+    for (; i + 16 <= len; i += 16) {
+        const __m512 x = _mm512_cvtepi32_ps(
+            _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + i))));
+        const __m512 y = _mm512_add_ps(_mm512_mul_ps(sv, _mm512_sub_ps(x, hv)), zv);
+        _mm512_storeu_ps(o + i, _mm512_mul_ps(mv, y));
+    }
+    return i;
+}
+
+/*
  * The same in AVX-512, thirty-two elements at a time: the top halves of the
  * rounded sums taken by truncating moves (vpmovdw), which for a finite sum
  * are the bits of the signed pack above (a finite f32 pattern plus 0x8000
@@ -359,6 +400,20 @@ size_t tvs__add_bf16_avx2(uint8_t *dst, const float *d, size_t m)
 size_t tvs__add_bf16_avx512(uint8_t *dst, const float *d, size_t m)
 {
     (void)dst, (void)d, (void)m;
+    return 0;
+}
+
+size_t tvs__unpack8_avx512(uint8_t *q, const uint8_t *src, size_t groups, size_t avail,
+                           unsigned bits)
+{
+    (void)q, (void)src, (void)groups, (void)avail, (void)bits;
+    return 0;
+}
+
+size_t tvs__bq_deq_avx512(float *o, const uint8_t *q, size_t len, float s, float h, float z,
+                          float mul)
+{
+    (void)o, (void)q, (void)len, (void)s, (void)h, (void)z, (void)mul;
     return 0;
 }
 

@@ -68,6 +68,17 @@ size_t tvs__add_bf16_avx512(uint8_t *dst, const float *d, size_t m);
 int tvs__bq_avx2(void);
 
 /*
+ * BLOCKQ decoding in AVX-512 (call only if tvs__avx512()): the indices of
+ * @p groups groups of eight @p bits-bit values (1..7) from @p src (@p avail
+ * bytes readable), returning the groups done; and one block's values
+ * mul * (s * (q - h) + z) sixteen at a time, returning the values done.
+ */
+size_t tvs__unpack8_avx512(uint8_t *q, const uint8_t *src, size_t groups, size_t avail,
+                           unsigned bits);
+size_t tvs__bq_deq_avx512(float *o, const uint8_t *q, size_t len, float s, float h, float z,
+                          float mul);
+
+/*
  * C (M x N, row stride ldc) = A B with A[i][kk] at A[i * ars + kk * aks]
  * and B[kk][t] at B[kk * ldb + t] (so A^T B too): each output the fused
  * multiply-adds fmaf(A[i][kk], B[kk][t], acc) for kk = 0 .. K - 1 from 0.

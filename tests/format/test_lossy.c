@@ -106,6 +106,13 @@ static float *round_trip(const tvs_lossy_params *p, const float *d, size_t n, si
     return dh;
 }
 
+static uint32_t fbits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
 static tvs_lossy_params bq(unsigned bits, unsigned block, unsigned flags)
 {
     tvs_lossy_params p = { .codec = TVS_LC_BLOCKQ, .bits = (uint8_t)bits,
@@ -368,6 +375,48 @@ Test(lossy, blockq_handles_tiny_units_and_odd_blocks_at_every_width)
                 cr_assert_leq(e, 0.55, "n %zu bits %u flags %u: %g", n, bits, flags, e);
                 free(dh);
             }
+}
+
+/*
+ * Decoding BLOCKQ and SPARSEQ bodies (their indices and values) gives the
+ * same bits at every SIMD level, for every width and flag, blocks that are
+ * and are not multiples of 16, a SPARSEQ body's pieces starting mid-byte,
+ * and an index stream whose last group is short.
+ */
+Test(lossy, blockq_and_sparseq_decode_the_same_bits_at_every_simd_level)
+{
+    const size_t n = 3 * 4096 + 77;
+    float *d = malloc(n * sizeof *d), *want = malloc(n * sizeof *want);
+    float *got = malloc(n * sizeof *got);
+    cr_assert(d && want && got);
+    fill_laplace(d, n, 0.5, 31);
+    static const int levels[] = { 2, 3, 1 };
+    for (unsigned bits = 1; bits <= 8; bits++)
+        for (unsigned flags = 0; flags < 4; flags++)
+            for (int sparse = 0; sparse < 2; sparse++) {
+                tvs_lossy_params p = bq(bits, flags & 1 ? 64 : 8 + 3 * bits, flags);
+                if (sparse) {
+                    p.codec = TVS_LC_SPARSEQ;
+                    p.density = 0.37f;
+                }
+                size_t len;
+                tvs__lossy_simd = 0;
+                uint8_t *e = enc(&len, &p, d, n);
+                tt_ok(tvs_lossy_unit_decode(want, n, p.codec, (tvs_span){ e, len }));
+                for (size_t k = 0; k < 3; k++) {
+                    tvs__lossy_simd = levels[k];
+                    memset(got, 0xff, n * sizeof *got);
+                    tt_ok(tvs_lossy_unit_decode(got, n, p.codec, (tvs_span){ e, len }));
+                    for (size_t i = 0; i < n; i++)
+                        cr_assert_eq(fbits(got[i]), fbits(want[i]), "bits %u flags %u %s, simd "
+                                     "%d: value %zu is %a, not %a", bits, flags,
+                                     sparse ? "sparseq" : "blockq", levels[k], i,
+                                     (double)got[i], (double)want[i]);
+                }
+                tvs__lossy_simd = 1;
+                free(e);
+            }
+    free(d), free(want), free(got);
 }
 
 /* ---- SIGN, SPARSEQ and top-k */
@@ -1936,12 +1985,6 @@ Test(lossy, lowrankq_decodes_to_the_scaled_product_of_its_dequantized_factors)
     tvs_buf_dispose(&b);
 }
 
-static uint32_t fbits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
 
 /*
  * A LOWRANKQ payload of 8-bit bodies with pseudo-random indices and
