@@ -554,6 +554,14 @@ static void unpack(uint8_t *q, const uint8_t *src, size_t len, uint64_t pos, siz
         q[i] = (uint8_t)bits_at(src, len, pos, bits);
     size_t groups = (cnt - i) / 8, avail = len - (size_t)(pos / 8);
     const uint8_t *s = src + pos / 8;
+    if (bits < 8 && tvs__lossy_simd == 1 && tvs__avx512()) {
+        size_t g = tvs__unpack8_avx512(q + i, s, groups, avail, bits);
+        i += g * 8;
+        pos += (uint64_t)g * 8 * bits;
+        groups -= g;
+        avail -= g * bits;
+        s += g * bits;
+    }
     switch (bits) {
     case 1: unpack8(q + i, s, groups, avail, 1); break;
     case 2: unpack8(q + i, s, groups, avail, 2); break;
@@ -578,6 +586,7 @@ static int bq_next(bq_body *b, float *out, size_t cnt)
         return tvs__fail(TVS_ECORRUPT, "blockq body holds %zu values, more are kept", b->m);
     unpack(q, b->idx, b->idx_len, (uint64_t)b->j * b->bits, cnt, b->bits);
     const float mul = b->mul, h = b->half;
+    const int z512 = tvs__lossy_simd == 1 && tvs__avx512();
     size_t t = 0;
     while (t < cnt) {
         size_t jj = b->j + t, blk = jj / b->block;
@@ -590,7 +599,8 @@ static int bq_next(bq_body *b, float *out, size_t cnt)
             for (size_t i = 0; i < seg; i++)
                 o[i] = mul * (s * b->lv[qq[i]] + z);
         else
-            for (size_t i = 0; i < seg; i++)
+            for (size_t i = z512 ? tvs__bq_deq_avx512(o, qq, seg, s, h, z, mul) : 0; i < seg;
+                 i++)
                 o[i] = mul * (s * ((float)qq[i] - h) + z);
         t += seg;
     }
@@ -619,6 +629,7 @@ typedef struct {
     const uint8_t *u, *v;
     size_t pos;
     float *fac;                /* LOWRANKQ: the dequantized factors (owned) */
+    uint8_t version;           /* the lossy chunk's: 1 sums LOWRANKQ by mul+add */
 } udec;
 
 static int fdt_ok(unsigned id)
@@ -745,11 +756,12 @@ static void udec_close(udec *d)
     d->fac = NULL;
 }
 
-static int udec_open(udec *d, uint8_t codec, tvs_span payload, size_t n)
+static int udec_open(udec *d, uint8_t codec, tvs_span payload, size_t n, uint8_t version)
 {
     rd r = { payload.ptr, payload.len, 0 };
     int rc = 0;
     d->fac = NULL;
+    d->version = version;
     d->codec = codec;
     d->n = n;
     if (n < 1 || n > TVS_LOSSY_MAX_UNIT)
@@ -790,7 +802,7 @@ static int udec_open(udec *d, uint8_t codec, tvs_span payload, size_t n)
     return rc ? rc : rd_end(&r);
 }
 
-int tvs__lossy_simd = 1;   /* tests set 0 (reference loops) or 2 (SSE2, never AVX2) */
+int tvs__lossy_simd = 1;   /* tests set 0 (reference loops), 2 (SSE2, never AVX2) or 3 */
 
 /* dep4[m][x]: the low bits of x deposited at the set bits of the 4-bit mask m. */
 static const uint8_t dep4[16][16] = {
@@ -976,18 +988,76 @@ static void lrq_ref(float *o, size_t ldo, const float *u, size_t ldu, const floa
     }
 }
 
+/*
+ * LOWRANKQ in a version 1 chunk (SPEC.md 2.7): the same tile, but each sum
+ * is acc = acc + u * v in rank order from +0, every product and sum rounded
+ * to f32, as LOWRANK's loop does. Only old objects take it, so it stays a
+ * plain loop (vectorized over the strip by the compiler, the bits unchanged:
+ * -ffp-contract=off).
+ */
+static void lrq_ref_v1(float *o, size_t ldo, const float *u, size_t ldu, const float *v,
+                       size_t cols, uint32_t rank, size_t nrows, size_t j0, size_t j1,
+                       float scale)
+{
+    for (size_t k = 0; k < nrows; k++) {
+        float *ok = o + k * ldo;
+        for (size_t j = j0; j < j1; j += STRIP) {
+            const size_t sl = TVS_MIN(j1 - j, STRIP);
+            float *restrict acc = ok + (j - j0);
+            for (size_t x = 0; x < sl; x++)
+                acc[x] = 0.0f;
+            for (uint32_t r = 0; r < rank; r++) {
+                const float ur = u[r * ldu + k], *restrict vr = v + (size_t)r * cols + j;
+                for (size_t x = 0; x < sl; x++)
+                    acc[x] = acc[x] + ur * vr[x];
+            }
+            for (size_t x = 0; x < sl; x++)
+                acc[x] = scale * acc[x];
+        }
+    }
+}
+
+/* LOWRANKQ's kernels, in order of preference (all give the same bits). */
+enum { LRQ_REF, LRQ_AVX2, LRQ_AVX512 };
+
+static int lrq_kernel(void)
+{
+    if (tvs__lossy_simd == 1 && tvs__avx512())
+        return LRQ_AVX512;
+    if ((tvs__lossy_simd == 1 || tvs__lossy_simd == 3) && tvs__lrq_fma())
+        return LRQ_AVX2;
+    return LRQ_REF;
+}
+
+/* Rows per register block of the kernel (tiles of a multiple run fastest). */
+static size_t lrq_nr(void)
+{
+    return lrq_kernel() == LRQ_AVX512 ? TVS__LRQ_NR512 : TVS__LRQ_NR;
+}
+
 /* Rows [i, i + nrows) by columns [j0, j1) of a LOWRANKQ unit, at o with
- * rows @p ldo apart: the AVX2+FMA kernel where the CPU has it, else the
- * reference loop (the same bits). */
+ * rows @p ldo apart: the AVX-512 or AVX2+FMA kernel where the CPU has it,
+ * else the reference loop (the same bits); a version 1 chunk's rule if it
+ * is one. */
 static void lrq_tile(float *o, size_t ldo, const udec *d, size_t i, size_t nrows, size_t j0,
                      size_t j1)
 {
     const float *u = (const float *)(const void *)d->u + i;   /* U transposed: column i */
     const float *v = (const float *)(const void *)d->v;
-    if (tvs__lossy_simd == 1 && tvs__lrq_fma())
+    if (d->version == 1) {
+        lrq_ref_v1(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale);
+        return;
+    }
+    switch (lrq_kernel()) {
+    case LRQ_AVX512:
+        tvs__lrq_rows_avx512(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale);
+        break;
+    case LRQ_AVX2:
         tvs__lrq_rows_fma(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale);
-    else
+        break;
+    default:
         lrq_ref(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale);
+    }
 }
 
 /*
@@ -1088,8 +1158,17 @@ static int udec_finish(udec *d)
 
 int tvs_lossy_unit_decode(float *d, size_t n, uint8_t codec, tvs_span payload)
 {
+    return tvs__lossy_unit_decode_v(d, n, codec, payload, TVS_LOSSY_VERSION);
+}
+
+int tvs__lossy_unit_decode_v(float *d, size_t n, uint8_t codec, tvs_span payload,
+                             uint8_t version)
+{
     udec dec;
-    int rc = udec_open(&dec, codec, payload, n);
+    if (version < TVS_LOSSY_VERSION_MIN || version > TVS_LOSSY_VERSION)
+        return tvs__fail(TVS_EINVAL, "lossy unit: chunk version %u (must be %u..%u)", version,
+                         TVS_LOSSY_VERSION_MIN, TVS_LOSSY_VERSION);
+    int rc = udec_open(&dec, codec, payload, n, version);
     /* LOWRANKQ in one call: its row blocks then never straddle a piece */
     const size_t step = codec == TVS_LC_LOWRANKQ ? n : PIECE;
     for (size_t pos = 0; !rc && pos < n; pos += step)
@@ -1143,9 +1222,9 @@ static int walk(tvs_span chunk, tvs_dtype dt, size_t n, unit_cb cb, void *payloa
     if (chunk.len < 5)
         return tvs__fail(TVS_ECORRUPT, "lossy chunk: header truncated (%zu of 5 bytes)",
                          chunk.len);
-    if (chunk.ptr[0] != TVS_LOSSY_VERSION)
-        return tvs__fail(TVS_ECORRUPT, "lossy chunk: version %u, expected %u", chunk.ptr[0],
-                         TVS_LOSSY_VERSION);
+    if (chunk.ptr[0] < TVS_LOSSY_VERSION_MIN || chunk.ptr[0] > TVS_LOSSY_VERSION)
+        return tvs__fail(TVS_ECORRUPT, "lossy chunk: version %u, expected %u..%u",
+                         chunk.ptr[0], TVS_LOSSY_VERSION_MIN, TVS_LOSSY_VERSION);
     uint32_t n_units = tvs_load_le32(chunk.ptr + 1);
     if (n_units < 1 || n_units > n || n_units > (chunk.len - 5) / UNIT_HDR)
         return tvs__fail(TVS_ECORRUPT, "lossy chunk: %u units for %zu elements in %zu bytes",
@@ -1264,13 +1343,16 @@ static void add_bf16(uint8_t *dst, const float *d, size_t m)
 {
 #if defined(__SSE2__)
     if (tvs__lossy_simd == 1 && tvs__bq_avx2()) {
+        const int z = tvs__avx512();
+        const size_t g = z ? 32 : 16;
         size_t i = 0;
         for (;;) {
-            i += tvs__add_bf16_avx2(dst + 2 * i, d + i, m - i);
-            if (m - i < 16)
+            i += z ? tvs__add_bf16_avx512(dst + 2 * i, d + i, m - i)
+                   : tvs__add_bf16_avx2(dst + 2 * i, d + i, m - i);
+            if (m - i < g)
                 break;
-            add_bf16_ref(dst + 2 * i, d + i, 16);   /* a group with an infinite or NaN sum */
-            i += 16;
+            add_bf16_ref(dst + 2 * i, d + i, g);   /* a group with an infinite or NaN sum */
+            i += g;
         }
         add_bf16_sse2(dst + 2 * i, d + i, m - i);
         return;
@@ -1330,19 +1412,21 @@ typedef struct {
     tvs_dtype dt;
     unsigned w;
     uint32_t idx;
+    uint8_t version;   /* the chunk's (walk has checked it) */
 } apply_ctx;
 
 /*
  * A LOWRANKQ unit into the base, a tile of up to PIECE values at a time:
- * whole rows, a multiple of TVS__LRQ_NR of them, when that many fit, else
- * TVS__LRQ_NR rows by a column range, so the kernel gets full row blocks.
+ * whole rows, a multiple of the kernel's row block (lrq_nr) of them, when
+ * that many fit, else one row block by a column range, so the kernel gets
+ * full row blocks.
  */
 static void lrq_apply(const udec *d, uint8_t *dst, tvs_dtype dt, unsigned w, float *buf)
 {
-    const size_t rows = d->rows, cols = d->cols;
-    const int whole = cols * TVS__LRQ_NR <= PIECE;
-    const size_t nr = whole ? PIECE / cols / TVS__LRQ_NR * TVS__LRQ_NR : TVS__LRQ_NR;
-    const size_t wd = whole ? cols : PIECE / TVS__LRQ_NR / 16 * 16;
+    const size_t rows = d->rows, cols = d->cols, rb = lrq_nr();
+    const int whole = cols * rb <= PIECE;
+    const size_t nr = whole ? PIECE / cols / rb * rb : rb;
+    const size_t wd = whole ? cols : PIECE / rb / 16 * 16;
     for (size_t i = 0; i < rows; i += nr) {
         const size_t h = TVS_MIN(nr, rows - i);
         for (size_t j = 0; j < cols; j += wd) {
@@ -1368,7 +1452,7 @@ static int apply_unit(const tvs_lossy_unit *u, size_t first, void *p)
     }
     float buf[PIECE];
     udec dec;
-    int rc = udec_open(&dec, u->codec, u->payload, u->n);
+    int rc = udec_open(&dec, u->codec, u->payload, u->n, a->version);
     if (!rc && u->codec == TVS_LC_LOWRANKQ) {
         lrq_apply(&dec, dst, a->dt, a->w, buf);
     } else {
@@ -1389,7 +1473,8 @@ static int apply_unit(const tvs_lossy_unit *u, size_t first, void *p)
 
 int tvs_lossy_chunk_apply(uint8_t *dst, tvs_dtype dt, size_t n, tvs_span chunk)
 {
-    apply_ctx a = { dst, dt, tvs_lossy_dtype_ok(dt) ? width_of(dt) : 0, 0 };
+    apply_ctx a = { dst, dt, tvs_lossy_dtype_ok(dt) ? width_of(dt) : 0, 0,
+                    chunk.len ? chunk.ptr[0] : 0 };
     return tvs_lossy_chunk_units(chunk, dt, n, apply_unit, &a);
 }
 

@@ -49,7 +49,11 @@ enum {
     TVS_BQ_CODEBOOK = 2,  /**< 2^bits f32 levels replace the uniform levels */
 };
 
-#define TVS_LOSSY_VERSION 1
+/** Lossy chunk version written; decoders read TVS_LOSSY_VERSION_MIN and up.
+ *  Version 1 differs only in LOWRANKQ's sums (a product then a sum, each
+ *  rounded; SPEC.md 2.7), version 2 fuses them. */
+#define TVS_LOSSY_VERSION 2
+#define TVS_LOSSY_VERSION_MIN 1
 #define TVS_LOSSY_MAX_UNIT (1u << 24)   /**< elements per unit a decoder accepts */
 #define TVS_LOSSY_MAX_RANK 1024u
 #define TVS_BQ_MIN_BLOCK 8u
@@ -166,8 +170,10 @@ int tvs_lossy_lowrank_put(uint8_t *dst, size_t cap, size_t *written, uint32_t ro
                           const uint8_t *u, const uint8_t *v);
 
 /**
- * Decode one unit's payload into @p d (n f32 values). Not for VERBATIM
- * (its values are elements, not a delta): TVS_EINVAL.
+ * Decode one unit's payload into @p d (n f32 values), by the rules of a
+ * TVS_LOSSY_VERSION chunk (a unit of an older chunk may decode to other
+ * bits: tvs_lossy_chunk_apply takes the chunk's version into account). Not
+ * for VERBATIM (its values are elements, not a delta): TVS_EINVAL.
  * @return 0 or TVS_ECORRUPT
  */
 int tvs_lossy_unit_decode(float *d, size_t n, uint8_t codec, tvs_span payload);
@@ -221,9 +227,10 @@ int tvs_lossy_add(uint8_t *dst, tvs_dtype dt, const float *d, size_t n);
 int tvs_lossy_dtype_ok(tvs_dtype dt);
 
 /**
- * For tests: 1 (the default) runs the SSE2 loops, and the AVX2 (and the
- * SVD's AVX-512) ones where the CPU has them; 2 the SSE2 loops only; 0 the
- * portable reference loops; 3 the SVD's AVX2 product, never AVX-512.
+ * For tests: 1 (the default) runs the SSE2 loops, and the AVX2 and
+ * AVX-512 ones (the SVD's product, LOWRANKQ's decode) where the CPU has
+ * them; 2 the SSE2 loops only; 0 the portable reference loops; 3 the SVD's
+ * and LOWRANKQ's AVX2+FMA products, never AVX-512 (the rest as 2).
  */
 extern int tvs__lossy_simd;
 

@@ -34,8 +34,25 @@ void tvs__lrq_rows_fma(float *o, size_t ldo, const float *u, size_t ldu, const f
 
 #define TVS__LRQ_NR 6   /* output rows per register block of tvs__lrq_rows_fma */
 
+/** The same product in AVX-512 (the same bits), rows TVS__LRQ_NR512 at a
+ *  time. Call only if tvs__avx512(). */
+void tvs__lrq_rows_avx512(float *o, size_t ldo, const float *u, size_t ldu, const float *v,
+                          size_t cols, uint32_t rank, size_t nrows, size_t j0, size_t j1,
+                          float scale);
+
+#define TVS__LRQ_NR512 8   /* output rows per register block of tvs__lrq_rows_avx512 */
+
 /** 1 if the CPU runs AVX2 code with FMA. */
 int tvs__lrq_fma(void);
+
+/*
+ * tvs_lossy_unit_decode by the rules of a lossy chunk of @p version
+ * (TVS_LOSSY_VERSION_MIN .. TVS_LOSSY_VERSION, else TVS_EINVAL): version 1
+ * sums LOWRANKQ's products by mul+add. For a caller walking a chunk's units
+ * (its version is the chunk's byte 0) that must get what apply gets.
+ */
+int tvs__lossy_unit_decode_v(float *d, size_t n, uint8_t codec, tvs_span payload,
+                             uint8_t version);
 
 /*
  * dst (BF16) = round(f32(dst) + d) for the groups of sixteen of @p m
@@ -44,8 +61,22 @@ int tvs__lrq_fma(void);
  */
 size_t tvs__add_bf16_avx2(uint8_t *dst, const float *d, size_t m);
 
+/* The same, thirty-two values at a time. Call only if tvs__avx512(). */
+size_t tvs__add_bf16_avx512(uint8_t *dst, const float *d, size_t m);
+
 /** 1 if the CPU runs AVX2 code. */
 int tvs__bq_avx2(void);
+
+/*
+ * BLOCKQ decoding in AVX-512 (call only if tvs__avx512()): the indices of
+ * @p groups groups of eight @p bits-bit values (1..7) from @p src (@p avail
+ * bytes readable), returning the groups done; and one block's values
+ * mul * (s * (q - h) + z) sixteen at a time, returning the values done.
+ */
+size_t tvs__unpack8_avx512(uint8_t *q, const uint8_t *src, size_t groups, size_t avail,
+                           unsigned bits);
+size_t tvs__bq_deq_avx512(float *o, const uint8_t *q, size_t len, float s, float h, float z,
+                          float mul);
 
 /*
  * C (M x N, row stride ldc) = A B with A[i][kk] at A[i * ars + kk * aks]

@@ -10,7 +10,8 @@
  * Checks: tvs_lossy_chunk_apply into a buffer of exactly n elements (ASan
  * sees any write past it) returns 0 or TVS_ECORRUPT; walking the units with
  * tvs_lossy_chunk_units and decoding every non-VERBATIM unit into a buffer
- * of exactly its n floats agrees with it (apply succeeds iff the framing is
+ * of exactly its n floats, by the rules of the chunk's version (byte 0: 1
+ * sums LOWRANKQ by mul+add, 2 by fma), agrees with it (apply succeeds iff the framing is
  * valid and every unit decodes); when it succeeds, every element equals
  * round(base + d) computed from the decoded units with the scalar
  * conversions of format/dtype.c (VERBATIM: the stored elements); the SSE2
@@ -24,6 +25,7 @@
 #include <string.h>
 
 #include "format/lossy.h"
+#include "format/lossy_int.h"
 
 #define LOSSY_MAX_N 65536u
 
@@ -71,6 +73,7 @@ typedef struct {
     uint8_t *want;    /* the reference result, built unit by unit */
     int all_ok;       /* every unit decoded */
     size_t units;
+    uint8_t version;  /* the chunk's (the walk has checked it) */
 } walk_state;
 
 static int check_unit(const tvs_lossy_unit *u, size_t first, void *p)
@@ -92,7 +95,7 @@ static int check_unit(const tvs_lossy_unit *u, size_t first, void *p)
     float *d = malloc((size_t)u->n * sizeof *d);   /* exact size */
     if (!d)
         abort();
-    int rc = tvs_lossy_unit_decode(d, u->n, u->codec, u->payload);
+    int rc = tvs__lossy_unit_decode_v(d, u->n, u->codec, u->payload, s->version);
     FUZZ_CHECK(rc == 0 || rc == TVS_ECORRUPT);
     if (rc == 0)
         for (size_t i = 0; i < u->n; i++)
@@ -121,7 +124,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = tvs_lossy_chunk_apply(dst, dt, n, chunk);
     FUZZ_CHECK(rc == 0 || rc == TVS_ECORRUPT);
 
-    walk_state s = { dt, w, base, ref, 1, 0 };
+    walk_state s = { dt, w, base, ref, 1, 0, chunk.len ? chunk.ptr[0] : 0 };
     int wrc = tvs_lossy_chunk_units(chunk, dt, n, check_unit, &s);
     FUZZ_CHECK(wrc == 0 || wrc == TVS_ECORRUPT);
     FUZZ_CHECK((rc == 0) == (wrc == 0 && s.all_ok));

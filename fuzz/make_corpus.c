@@ -16,7 +16,8 @@
  *   lossy_decode/     dtype byte, u32 n, then a lossy chunk (format/lossy.h)
  *                     of n elements: every unit codec, every mask layout,
  *                     every BLOCKQ width and flag, LOWRANKQ, LOWRANK factors of every
- *                     dtype, VERBATIM, and a chunk of them all per dtype
+ *                     dtype, VERBATIM, a chunk of them all per dtype, and
+ *                     one LOWRANKQ chunk at versions 1 and 2
  *
  * Usage: make_corpus OUT_DIR [MODEL_DIR]. MODEL_DIR holds
  * base-v1.safetensors (BF16), base-v1.f32.safetensors and
@@ -709,20 +710,21 @@ static void lossy_delta(float *d, size_t n, int clustered)
                                      : (i % 37 == 0 ? 0.5f : 0.05f));
 }
 
-static void lossy_seed(const char *name, int dt_sel, const lossy_unit_spec *u, size_t n_units)
+/* The seed (dtype byte, n, chunk) of a chunk of @p n_units encoded units, into @p b. */
+static void lossy_input(tvs_buf *b, const char *name, int dt_sel, const lossy_unit_spec *u,
+                        size_t n_units)
 {
     static const tvs_dtype dts[3] = { TVS_DTYPE_BF16, TVS_DTYPE_F16, TVS_DTYPE_F32 };
     tvs_dtype dt = dts[dt_sel];
     unsigned w = dt == TVS_DTYPE_F32 ? 4 : 2;
-    tvs_buf b = TVS_BUF_INIT;
     uint32_t n = 0;
     for (size_t k = 0; k < n_units; k++)
         n += u[k].n;
-    int rc = tvs_buf_put_u8(&b, (uint8_t)dt_sel);
+    int rc = tvs_buf_put_u8(b, (uint8_t)dt_sel);
     if (!rc)
-        rc = tvs_buf_put_le32(&b, n);
+        rc = tvs_buf_put_le32(b, n);
     if (!rc)
-        rc = tvs_lossy_chunk_begin(&b, (uint32_t)n_units);
+        rc = tvs_lossy_chunk_begin(b, (uint32_t)n_units);
     for (size_t k = 0; !rc && k < n_units; k++) {
         size_t cap = tvs_lossy_unit_bound(&u[k].p, u[k].n, dt), len = 0;
         float *d = malloc(u[k].n * sizeof *d);
@@ -736,12 +738,18 @@ static void lossy_seed(const char *name, int dt_sel, const lossy_unit_spec *u, s
         rc = tvs_lossy_unit_encode(e, cap, &len, &u[k].p, d, ft, dt, u[k].n, scratch);
         if (!rc) {
             tvs_lossy_unit lu = { u[k].n, 0.25f, 1.0f, u[k].p.codec, { e, len } };
-            rc = tvs_lossy_chunk_add(&b, &lu);
+            rc = tvs_lossy_chunk_add(b, &lu);
         }
         free(d), free(e), free(ft), free(scratch);
     }
     if (rc)
         die(name, rc);
+}
+
+static void lossy_seed(const char *name, int dt_sel, const lossy_unit_spec *u, size_t n_units)
+{
+    tvs_buf b = TVS_BUF_INIT;
+    lossy_input(&b, name, dt_sel, u, n_units);
     put("lossy_decode", name, b.ptr, b.len);
     tvs_buf_dispose(&b);
 }
@@ -819,6 +827,15 @@ static void lossy(void)
         (rc = tvs_lossy_chunk_begin(&b, 1)) || (rc = tvs_lossy_chunk_add(&b, &lu)))
         die("lowrank put seed", rc);
     put("lossy_decode", "lowrank-put-8x6-bf16-factors", b.ptr, b.len);
+    tvs_buf_dispose(&b);
+    /* one LOWRANKQ chunk as written (version 2: fused multiply-adds) and as
+     * a version 1 chunk (mul+add): the same bytes but the version */
+    lossy_unit_spec lq3[] = { { 30 * 70, { .codec = TVS_LC_LOWRANKQ, .rows = 30, .cols = 70,
+                                           .rank = 12, .rate = 4.0f }, 0 } };
+    lossy_input(&b, "lowrankq-30x70", 0, lq3, 1);
+    put("lossy_decode", "lowrankq-30x70-bf16-v2", b.ptr, b.len);
+    b.ptr[5] = 1;   /* dtype byte, u32 n, then the chunk's version */
+    put("lossy_decode", "lowrankq-30x70-bf16-v1", b.ptr, b.len);
     tvs_buf_dispose(&b);
 }
 

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 
 #include "format/lossy.h"
+#include "format/lossy_int.h"
 #include "tests/support/support.h"
 
 static void fini(void)
@@ -103,6 +104,13 @@ static float *round_trip(const tvs_lossy_params *p, const float *d, size_t n, si
     if (len_out)
         *len_out = len;
     return dh;
+}
+
+static uint32_t fbits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
 }
 
 static tvs_lossy_params bq(unsigned bits, unsigned block, unsigned flags)
@@ -367,6 +375,48 @@ Test(lossy, blockq_handles_tiny_units_and_odd_blocks_at_every_width)
                 cr_assert_leq(e, 0.55, "n %zu bits %u flags %u: %g", n, bits, flags, e);
                 free(dh);
             }
+}
+
+/*
+ * Decoding BLOCKQ and SPARSEQ bodies (their indices and values) gives the
+ * same bits at every SIMD level, for every width and flag, blocks that are
+ * and are not multiples of 16, a SPARSEQ body's pieces starting mid-byte,
+ * and an index stream whose last group is short.
+ */
+Test(lossy, blockq_and_sparseq_decode_the_same_bits_at_every_simd_level)
+{
+    const size_t n = 3 * 4096 + 77;
+    float *d = malloc(n * sizeof *d), *want = malloc(n * sizeof *want);
+    float *got = malloc(n * sizeof *got);
+    cr_assert(d && want && got);
+    fill_laplace(d, n, 0.5, 31);
+    static const int levels[] = { 2, 3, 1 };
+    for (unsigned bits = 1; bits <= 8; bits++)
+        for (unsigned flags = 0; flags < 4; flags++)
+            for (int sparse = 0; sparse < 2; sparse++) {
+                tvs_lossy_params p = bq(bits, flags & 1 ? 64 : 8 + 3 * bits, flags);
+                if (sparse) {
+                    p.codec = TVS_LC_SPARSEQ;
+                    p.density = 0.37f;
+                }
+                size_t len;
+                tvs__lossy_simd = 0;
+                uint8_t *e = enc(&len, &p, d, n);
+                tt_ok(tvs_lossy_unit_decode(want, n, p.codec, (tvs_span){ e, len }));
+                for (size_t k = 0; k < 3; k++) {
+                    tvs__lossy_simd = levels[k];
+                    memset(got, 0xff, n * sizeof *got);
+                    tt_ok(tvs_lossy_unit_decode(got, n, p.codec, (tvs_span){ e, len }));
+                    for (size_t i = 0; i < n; i++)
+                        cr_assert_eq(fbits(got[i]), fbits(want[i]), "bits %u flags %u %s, simd "
+                                     "%d: value %zu is %a, not %a", bits, flags,
+                                     sparse ? "sparseq" : "blockq", levels[k], i,
+                                     (double)got[i], (double)want[i]);
+                }
+                tvs__lossy_simd = 1;
+                free(e);
+            }
+    free(d), free(want), free(got);
 }
 
 /* ---- SIGN, SPARSEQ and top-k */
@@ -1693,7 +1743,8 @@ Test(lossy, apply_rejects_bad_framing)
         size_t n;
         const char *rule;
     } cases[] = {
-        { 2, 1, { 8 }, { 0 }, 0, 8, "version 2" },
+        { 3, 1, { 8 }, { 0 }, 0, 8, "version 3, expected 1..2" },
+        { 0, 1, { 8 }, { 0 }, 0, 8, "version 0, expected 1..2" },
         { 1, 0, { 0 }, { 0 }, 0, 8, "0 units" },
         { 1, 2, { 4, 5 }, { 0, 0 }, 0, 8, "past the chunk" },
         { 1, 2, { 4, 3 }, { 0, 0 }, 0, 8, "cover 7 of 8" },
@@ -1934,12 +1985,6 @@ Test(lossy, lowrankq_decodes_to_the_scaled_product_of_its_dequantized_factors)
     tvs_buf_dispose(&b);
 }
 
-static uint32_t fbits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
 
 /*
  * A LOWRANKQ payload of 8-bit bodies with pseudo-random indices and
@@ -1982,12 +2027,16 @@ static void put_lrq_random(tvs_buf *b, float *u, float *v, uint32_t rows, uint32
 
 Test(lossy, lowrankq_decodes_with_fused_multiply_adds_at_every_simd_level)
 {
-    /* rows and columns off the kernel's blocks (6 rows, 16 and 8 columns,
-     * slabs of 64), ranks of every residue, units wider than a piece's six rows */
+    /* rows and columns off the kernels' blocks (AVX2: 6 rows, 16 and 8
+     * columns, slabs of 64; AVX-512: 8 rows, 48 columns and masked tails of
+     * 1 to 47, slabs of 192), ranks of every residue, units wider than a
+     * piece's six or eight rows */
     static const uint32_t shapes[][3] = {
         { 2, 16, 1 },     { 7, 9, 3 },      { 13, 37, 9 },     { 6, 24, 4 },
         { 25, 41, 15 },   { 19, 131, 16 },  { 12, 600, 11 },   { 100, 100, 50 },
         { 31, 64, 20 },   { 7, 700, 6 },    { 13, 1500, 12 },  { 40, 257, 33 },
+        { 17, 48, 5 },    { 9, 96, 7 },     { 8, 200, 3 },     { 15, 193, 10 },
+        { 23, 47, 8 },    { 16, 33, 2 },    { 3, 385, 2 },     { 64, 240, 17 },
     };
     for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
         const uint32_t rows = shapes[c][0], cols = shapes[c][1], rank = shapes[c][2];
@@ -2016,9 +2065,10 @@ Test(lossy, lowrankq_decodes_with_fused_multiply_adds_at_every_simd_level)
         ref_apply(ref, base, want, n, TVS_DTYPE_BF16);
         tt_ok(tvs_lossy_chunk_begin(&chunk, 1));
         chunk_unit(&chunk, (uint32_t)n, TVS_LC_LOWRANKQ, b.ptr, b.len);
-        static const int levels[] = { 0, 2, 1 };
-        for (size_t k = 0; k < 3; k++) {
+        static const int levels[] = { 0, 2, 3, 1 };
+        for (size_t k = 0; k < 4; k++) {
             tvs__lossy_simd = levels[k];
+            memset(got, 0xff, n * sizeof *got);   /* NaNs: nothing left from the last level */
             tt_ok(tvs_lossy_unit_decode(got, n, TVS_LC_LOWRANKQ, (tvs_span){ b.ptr, b.len }));
             for (size_t i = 0; i < n; i++)
                 cr_assert_eq(fbits(got[i]), fbits(want[i]), "%ux%u rank %u, simd %d: element "
@@ -2041,6 +2091,94 @@ Test(lossy, lowrankq_decodes_with_fused_multiply_adds_at_every_simd_level)
         free(out);
         free(ref);
     }
+}
+
+/*
+ * Chunks written before version 2 keep decoding to what they decoded to
+ * then: in a version 1 chunk, LOWRANKQ sums its products by mul+add (each
+ * product and sum rounded, like LOWRANK), in version 2 by fused
+ * multiply-adds; the same payload, only the version byte differs.
+ */
+Test(lossy, a_version_1_chunk_decodes_lowrankq_by_mul_add_and_version_2_by_fma)
+{
+    const uint32_t rows = 21, cols = 53, rank = 9;
+    const size_t n = (size_t)rows * cols;
+    const float scale = 0.8125f;
+    float *u = malloc((size_t)rows * rank * sizeof *u), *v = malloc((size_t)rank * cols * 4);
+    float *fused = malloc(n * 4), *plain = malloc(n * 4), *got = malloc(n * 4);
+    uint8_t *base = malloc((n + 5) * 4), *out = malloc((n + 5) * 4), *ref = malloc((n + 5) * 4);
+    cr_assert(u && v && fused && plain && got && base && out && ref);
+    tvs_buf b = TVS_BUF_INIT, chunk = TVS_BUF_INIT;
+    put_lrq_random(&b, u, v, rows, cols, rank, scale, 77);
+    size_t differ = 0;
+    for (size_t i = 0; i < rows; i++)
+        for (size_t j = 0; j < cols; j++) {
+            float acc = 0.0f, sum = 0.0f;
+            for (uint32_t r = 0; r < rank; r++) {
+                acc = fmaf(u[i * rank + r], v[(size_t)r * cols + j], acc);
+                float p = u[i * rank + r] * v[(size_t)r * cols + j];
+                sum = sum + p;
+            }
+            fused[i * cols + j] = scale * acc;
+            plain[i * cols + j] = scale * sum;
+            differ += fbits(fused[i * cols + j]) != fbits(plain[i * cols + j]);
+        }
+    cr_assert_gt(differ, n / 10, "fma and mul+add differ at only %zu of %zu", differ, n);
+    /* a ZERO unit first, so the LOWRANKQ unit starts mid-chunk */
+    tt_ok(tvs_lossy_chunk_begin(&chunk, 2));
+    cr_assert_eq(chunk.ptr[0], 2, "chunks are written at version 2");
+    chunk_unit(&chunk, 5, TVS_LC_ZERO, NULL, 0);
+    chunk_unit(&chunk, (uint32_t)n, TVS_LC_LOWRANKQ, b.ptr, b.len);
+    static const int levels[] = { 0, 2, 3, 1 };
+    for (uint8_t version = 1; version <= 2; version++) {
+        const float *want = version == 1 ? plain : fused;
+        chunk.ptr[0] = version;
+        for (tvs_dtype dt = TVS_DTYPE_F16; dt <= TVS_DTYPE_F32; dt++) {
+            const size_t w = dt == TVS_DTYPE_F32 ? 4 : 2;
+            fill_base(base, n + 5, dt, 90 + dt);
+            float zero5[5] = { 0 };
+            ref_apply(ref, base, zero5, 5, dt);
+            ref_apply(ref + 5 * w, base + 5 * w, want, n, dt);
+            for (size_t k = 0; k < 4; k++) {
+                tvs__lossy_simd = levels[k];
+                memcpy(out, base, (n + 5) * w);
+                tt_ok(tvs_lossy_chunk_apply(out, dt, n + 5, (tvs_span){ chunk.ptr, chunk.len }));
+                cr_assert_arr_eq(out, ref, (n + 5) * w, "version %u, %s, simd %d: apply differs",
+                                 version, tvs_dtype_name(dt), levels[k]);
+            }
+        }
+        for (size_t k = 0; k < 4; k++) {
+            tvs__lossy_simd = levels[k];
+            memset(got, 0xff, n * sizeof *got);
+            tt_ok(tvs__lossy_unit_decode_v(got, n, TVS_LC_LOWRANKQ, (tvs_span){ b.ptr, b.len },
+                                           version));
+            for (size_t i = 0; i < n; i++)
+                cr_assert_eq(fbits(got[i]), fbits(want[i]), "version %u, simd %d: element %zu "
+                             "is %a, not %a", version, levels[k], i, (double)got[i],
+                             (double)want[i]);
+        }
+        tvs__lossy_simd = 1;
+    }
+    /* the public unit decoder has no version: the current rule */
+    tt_ok(tvs_lossy_unit_decode(got, n, TVS_LC_LOWRANKQ, (tvs_span){ b.ptr, b.len }));
+    cr_assert_arr_eq(got, fused, n * 4);
+    /* a version no chunk has is refused, by apply, the walk and the versioned decoder */
+    for (int version = 0; version <= 3; version += 3) {
+        chunk.ptr[0] = (uint8_t)version;
+        tt_fails(tvs_lossy_chunk_apply(out, TVS_DTYPE_F32, n + 5,
+                                       (tvs_span){ chunk.ptr, chunk.len }), TVS_ECORRUPT);
+        tt_msg_has(version ? "lossy chunk: version 3, expected 1..2"
+                           : "lossy chunk: version 0, expected 1..2");
+        tt_fails(tvs_lossy_chunk_units((tvs_span){ chunk.ptr, chunk.len }, TVS_DTYPE_F32, n + 5,
+                                       walk_cb, NULL), TVS_ECORRUPT);
+        tt_msg_has("expected 1..2");
+        tt_fails(tvs__lossy_unit_decode_v(got, n, TVS_LC_LOWRANKQ, (tvs_span){ b.ptr, b.len },
+                                          (uint8_t)version), TVS_EINVAL);
+    }
+    tvs_buf_dispose(&b);
+    tvs_buf_dispose(&chunk);
+    free(u), free(v), free(fused), free(plain), free(got);
+    free(base), free(out), free(ref);
 }
 
 static void lrq_case(uint32_t rows, uint32_t cols, uint32_t rank, size_t n, uint8_t bits,
