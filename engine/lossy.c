@@ -431,6 +431,25 @@ static int unit_svd(tvs__lworker *w, const float *d, uint32_t rows, uint32_t col
     return rc ? rc : tvs_lossy_svd(&w->svd, d, rows, cols, k, w->svd_mem);
 }
 
+/*
+ * The squared error of a LOWRANKQ encoding of a unit of energy @p d2 that
+ * keeps terms of energy d2 - @p tail with quantization noise @p noise. An
+ * unbiased unit is scaled by alpha = d2 / <r, d> at the end, and <r, d> is
+ * about the kept energy K (each factor is unbiased too), |r|^2 about K +
+ * noise: the error |d - alpha r|^2 is then d2 (d2 (K + noise) / K^2 - 1),
+ * which for a small tail and noise is tail + noise, but grows past d2 when
+ * few terms are kept (alpha inflates the noise with them).
+ */
+static double lrq_err(double d2, double tail, double noise, int unbiased)
+{
+    double k = d2 - tail;
+    if (!unbiased)
+        return tail + noise;
+    if (!(k > 0))
+        return d2 * ZERO_COST;
+    return TVS_MAX(0.0, d2 * (d2 * (k + noise) / (k * k) - 1));
+}
+
 /* Keep w->svd with unit @p u for encoding, within the worker's allowance. */
 static void keep_svd(tvs__lworker *w, tvs__lunit *u)
 {
@@ -739,8 +758,11 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
             exact_rate = TVS__LUNIT_HDR + entropy_bytes(w->enc, got);
             squeeze = got ? (exact_rate - TVS__LUNIT_HDR) / (double)got : 1;
             exact = sq_dist(w->d, w->dhat, n);
-            if (noise > 0)
-                calib = TVS_MIN(TVS_MAX((exact - tail) / noise, 0.5), 8.0);
+            /* the noise that makes lrq_err exact at this rate */
+            double d2 = u->norm2, kept = d2 - tail;
+            if (noise > 0 && kept > 0 && d2 > 0)
+                calib = TVS_MIN(
+                    TVS_MAX(((exact / d2 + 1) * kept * kept / d2 - kept) / noise, 0.5), 8.0);
         }
         for (size_t i = 0; lrq && u->n == n && i < sizeof lrq_rates / sizeof *lrq_rates; i++) {
             if (u->n_cand >= TVS__LCAND_MAX)
@@ -759,7 +781,7 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
                 return rc;
             x->p.svd = NULL;   /* kept with the unit, or computed again */
             x->rate = (float)(TVS__LUNIT_HDR + bytes * squeeze);
-            x->dist = (float)(tail + noise * calib);
+            x->dist = (float)lrq_err(u->norm2, tail, noise * calib, 1);
             if (i == LRQ_MEASURED)
                 x->rate = (float)exact_rate, x->dist = (float)exact;
         }
