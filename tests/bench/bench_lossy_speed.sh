@@ -80,7 +80,13 @@ zl=$(cpu zstd -3 -T1 -c "$SCRATCH/ftlr.safetensors")
 c=$(cpu $TVS compress ftlr --as ftlr-b1 --bits 1 --threads 1)
 i=$(cpu $TVS import "$SCRATCH/ftlr.safetensors" --base base --lossy --bits 1 --as ftlr-i1 \
     --threads 1)
-d=$(cpu $TVS materialize "base + ftlr-b1" -o - --threads 1)
+# the least of three runs each, taking turns (the output's system time varies)
+d=1e9; bl=1e9
+for _ in 1 2 3; do
+  x=$(cpu $TVS materialize "base + ftlr-b1" -o - --threads 1)
+  y=$(cpu $TVS materialize base -o - --threads 1)
+  d=$(echo "if ($x < $d) $x else $d" | bc); bl=$(echo "if ($y < $bl) $y else $bl" | bc)
+done
 lqs=$($TVS show ftlr-b1 --units | awk '/ lowrankq / { for (i = 4; i <= NF; i++)
        if ($i ~ /^[0-9]+x[0-9]+$/) { split($i, s, "x"); n += s[1] * s[2] } }
        END { print n + 0 }')
@@ -91,8 +97,9 @@ printf "| compress low-rank --bits 1 (%s%% of the elements LOWRANKQ) | %s | %s M
   "$(rate "$lbytes" "$c" 1e6)" "$(echo "$zl / $c" | bc -l)"
 printf "| import --lossy low-rank --bits 1 | %s | %s MB/s | %.2fx zstd -3 |\n" "$i" \
   "$(rate "$lbytes" "$i" 1e6)" "$(echo "$zl / $i" | bc -l)"
-printf "| ... its lossy decode (all units, per LOWRANKQ BF16 byte) | %s | %s MB/s | memcpy %s MB/s |\n" \
-  "$(echo "$d - $base_s" | bc)" "$(rate "$((2 * lqs))" "$(echo "$d - $base_s" | bc)" 1e6)" "$mem"
+printf "| ... its lossy decode (all units, per LOWRANKQ BF16 byte; least of 3) | %s | %s MB/s | base alone %s MB/s, memcpy %s MB/s |\n" \
+  "$(echo "$d - $bl" | bc)" "$(rate "$((2 * lqs))" "$(echo "$d - $bl" | bc)" 1e6)" \
+  "$(rate "$lbytes" "$bl" 1e6)" "$mem"
 
 # LOWRANKQ: the generated deltas above are white (flat spectrum), so the
 # encoder never tries it there; the shared ft-math's is steep, and below 1.5
