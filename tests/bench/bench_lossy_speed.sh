@@ -81,11 +81,12 @@ c=$(cpu $TVS compress ftlr --as ftlr-b1 --bits 1 --threads 1)
 i=$(cpu $TVS import "$SCRATCH/ftlr.safetensors" --base base --lossy --bits 1 --as ftlr-i1 \
     --threads 1)
 # the least of three runs each, taking turns (the output's system time varies)
-d=1e9; bl=1e9
+d=1000000; bl=1000000
 for _ in 1 2 3; do
   x=$(cpu $TVS materialize "base + ftlr-b1" -o - --threads 1)
   y=$(cpu $TVS materialize base -o - --threads 1)
-  d=$(echo "if ($x < $d) $x else $d" | bc); bl=$(echo "if ($y < $bl) $y else $bl" | bc)
+  d=$(awk -v a="$x" -v b="$d" 'BEGIN { print (a < b ? a : b) }')
+  bl=$(awk -v a="$y" -v b="$bl" 'BEGIN { print (a < b ? a : b) }')
 done
 lqs=$($TVS show ftlr-b1 --units | awk '/ lowrankq / { for (i = 4; i <= NF; i++)
        if ($i ~ /^[0-9]+x[0-9]+$/) { split($i, s, "x"); n += s[1] * s[2] } }
