@@ -2025,6 +2025,32 @@ static void put_lrq_random(tvs_buf *b, float *u, float *v, uint32_t rows, uint32
     }
 }
 
+/*
+ * The two rules' products, straight from SPEC.md 2.7: fused[i][j] =
+ * scale * (fmaf over the ranks), plain[i][j] = scale * (each product, then
+ * each sum, rounded: the version 1 rule). Returns the elements where the
+ * two sums differ (before the scale).
+ */
+static size_t lrq_products(float *fused, float *plain, const float *u, const float *v,
+                           uint32_t rows, uint32_t cols, uint32_t rank, float scale)
+{
+    size_t differ = 0;
+    for (size_t i = 0; i < rows; i++)
+        for (size_t j = 0; j < cols; j++) {
+            float acc = 0.0f, sum = 0.0f;
+            for (uint32_t r = 0; r < rank; r++) {
+                acc = fmaf(u[i * rank + r], v[(size_t)r * cols + j], acc);
+                float p = u[i * rank + r] * v[(size_t)r * cols + j];
+                sum = sum + p;
+            }
+            fused[i * cols + j] = scale * acc;
+            if (plain)
+                plain[i * cols + j] = scale * sum;
+            differ += fbits(acc) != fbits(sum);
+        }
+    return differ;
+}
+
 Test(lossy, lowrankq_decodes_with_fused_multiply_adds_at_every_simd_level)
 {
     /* rows and columns off the kernels' blocks (AVX2: 6 rows, 16 and 8
@@ -2048,17 +2074,8 @@ Test(lossy, lowrankq_decodes_with_fused_multiply_adds_at_every_simd_level)
         cr_assert(u && v && want && got && base && out && ref);
         tvs_buf b = TVS_BUF_INIT, chunk = TVS_BUF_INIT;
         put_lrq_random(&b, u, v, rows, cols, rank, 0.7f + 0.01f * (float)c, 500 + c);
-        size_t inexact = 0;
-        for (size_t i = 0; i < rows; i++)
-            for (size_t j = 0; j < cols; j++) {
-                float acc = 0.0f, plain = 0.0f;
-                for (uint32_t r = 0; r < rank; r++) {
-                    acc = fmaf(u[i * rank + r], v[(size_t)r * cols + j], acc);
-                    plain = plain + u[i * rank + r] * v[(size_t)r * cols + j];
-                }
-                want[i * cols + j] = (0.7f + 0.01f * (float)c) * acc;
-                inexact += acc != plain;
-            }
+        size_t inexact =
+            lrq_products(want, NULL, u, v, rows, cols, rank, 0.7f + 0.01f * (float)c);
         if (rank > 1)
             cr_assert_gt(inexact, 0, "shape %zu: fma and mul+add agree everywhere", c);
         fill_base(base, n, TVS_DTYPE_BF16, 600 + c);
@@ -2111,18 +2128,9 @@ Test(lossy, a_version_1_chunk_decodes_lowrankq_by_mul_add_and_version_2_by_fma)
     tvs_buf b = TVS_BUF_INIT, chunk = TVS_BUF_INIT;
     put_lrq_random(&b, u, v, rows, cols, rank, scale, 77);
     size_t differ = 0;
-    for (size_t i = 0; i < rows; i++)
-        for (size_t j = 0; j < cols; j++) {
-            float acc = 0.0f, sum = 0.0f;
-            for (uint32_t r = 0; r < rank; r++) {
-                acc = fmaf(u[i * rank + r], v[(size_t)r * cols + j], acc);
-                float p = u[i * rank + r] * v[(size_t)r * cols + j];
-                sum = sum + p;
-            }
-            fused[i * cols + j] = scale * acc;
-            plain[i * cols + j] = scale * sum;
-            differ += fbits(fused[i * cols + j]) != fbits(plain[i * cols + j]);
-        }
+    lrq_products(fused, plain, u, v, rows, cols, rank, scale);
+    for (size_t i = 0; i < n; i++)
+        differ += fbits(fused[i]) != fbits(plain[i]);
     cr_assert_gt(differ, n / 10, "fma and mul+add differ at only %zu of %zu", differ, n);
     /* a ZERO unit first, so the LOWRANKQ unit starts mid-chunk */
     tt_ok(tvs_lossy_chunk_begin(&chunk, 2));
