@@ -2148,6 +2148,21 @@ static inline uint64_t pack8(const uint8_t *q, unsigned bits)
     return (x & 0xffffffffull) | (x >> 32) << (4 * bits);
 }
 
+#if defined(__SSE2__)
+/* Four lanes of the BLOCKQ sums: acc += (double)r * x, sq += (double)x * x,
+ * values 0-1 in a0/s0, 2-3 in a1/s1. */
+static inline void sums4_sse2(__m128d *a0, __m128d *a1, __m128d *s0, __m128d *s1, __m128 r,
+                              __m128 xv)
+{
+    __m128d x0 = _mm_cvtps_pd(xv), x1 = _mm_cvtps_pd(_mm_movehl_ps(xv, xv));
+    __m128d r0 = _mm_cvtps_pd(r), r1 = _mm_cvtps_pd(_mm_movehl_ps(r, r));
+    *a0 = _mm_add_pd(*a0, _mm_mul_pd(r0, x0));
+    *a1 = _mm_add_pd(*a1, _mm_mul_pd(r1, x1));
+    *s0 = _mm_add_pd(*s0, _mm_mul_pd(x0, x0));
+    *s1 = _mm_add_pd(*s1, _mm_mul_pd(x1, x1));
+}
+#endif
+
 /*
  * acc[l] += (double)(mul * v) * x and sq[l] += (double)x * x in four lanes,
  * l = i % 4, over the groups of four of @p len values; returns the values
@@ -2162,15 +2177,9 @@ static size_t bq_sums(double *acc, double *sq, float mul, const float *v, const 
         const __m128 m = _mm_set1_ps(mul);
         __m128d a0 = _mm_loadu_pd(acc), a1 = _mm_loadu_pd(acc + 2);
         __m128d s0 = _mm_loadu_pd(sq), s1 = _mm_loadu_pd(sq + 2);
-        for (; i + 4 <= len; i += 4) {
-            __m128 xv = _mm_loadu_ps(x + i), r = _mm_mul_ps(m, _mm_loadu_ps(v + i));
-            __m128d x0 = _mm_cvtps_pd(xv), x1 = _mm_cvtps_pd(_mm_movehl_ps(xv, xv));
-            __m128d r0 = _mm_cvtps_pd(r), r1 = _mm_cvtps_pd(_mm_movehl_ps(r, r));
-            a0 = _mm_add_pd(a0, _mm_mul_pd(r0, x0));
-            a1 = _mm_add_pd(a1, _mm_mul_pd(r1, x1));
-            s0 = _mm_add_pd(s0, _mm_mul_pd(x0, x0));
-            s1 = _mm_add_pd(s1, _mm_mul_pd(x1, x1));
-        }
+        for (; i + 4 <= len; i += 4)
+            sums4_sse2(&a0, &a1, &s0, &s1, _mm_mul_ps(m, _mm_loadu_ps(v + i)),
+                       _mm_loadu_ps(x + i));
         _mm_storeu_pd(acc, a0), _mm_storeu_pd(acc + 2, a1);
         _mm_storeu_pd(sq, s0), _mm_storeu_pd(sq + 2, s1);
         return i;
@@ -2209,13 +2218,7 @@ static size_t bq_quant_sse2(uint8_t *q, float *ib, double *acc, double *sq, cons
         __m128i qb = _mm_packus_epi16(_mm_packs_epi32(qi, qi), _mm_setzero_si128());
         uint32_t q4 = (uint32_t)_mm_cvtsi128_si32(qb);
         memcpy(q + i, &q4, 4);
-        __m128 r = _mm_mul_ps(m, v);
-        __m128d x0 = _mm_cvtps_pd(xv), x1 = _mm_cvtps_pd(_mm_movehl_ps(xv, xv));
-        __m128d r0 = _mm_cvtps_pd(r), r1 = _mm_cvtps_pd(_mm_movehl_ps(r, r));
-        a0 = _mm_add_pd(a0, _mm_mul_pd(r0, x0));
-        a1 = _mm_add_pd(a1, _mm_mul_pd(r1, x1));
-        s0 = _mm_add_pd(s0, _mm_mul_pd(x0, x0));
-        s1 = _mm_add_pd(s1, _mm_mul_pd(x1, x1));
+        sums4_sse2(&a0, &a1, &s0, &s1, _mm_mul_ps(m, v), xv);
     }
     _mm_storeu_pd(acc, a0), _mm_storeu_pd(acc + 2, a1);
     _mm_storeu_pd(sq, s0), _mm_storeu_pd(sq + 2, s1);
