@@ -87,9 +87,6 @@ chol_qr(float *X, float *T, size_t M, size_t L, float *g, double *r)
                 rq[i] -= f * rj[i];
         }
     }
-    for (size_t j = 0; j < L; j++)   /* below the diagonal: zero */
-        for (size_t i = 0; i < j; i++)
-            R[j * L + i] = 0;
     /* Ri = R^-1 over the live columns (upper triangular), row by row from
      * the last: row j = (e_j - sum over q > j of R[j][q] row q) / R[j][j] */
     for (size_t j = L; j-- > 0;) {
