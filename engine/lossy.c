@@ -534,6 +534,19 @@ static int roundtrip(tvs__lworker *w, size_t *bytes, const tvs_lossy_params *p,
                                    n, w->scratch);
 }
 
+/* A LOWRANKQ encoding of @p d (n values) into w->enc, its squared error estimated. */
+static int lrq_estimate(tvs__lworker *w, size_t *bytes, double *err, const tvs_lossy_params *p,
+                        const float *d, size_t n)
+{
+    size_t bound = tvs_lossy_unit_bound(p, n, TVS_DTYPE_F32);
+    size_t ss = tvs_lossy_scratch_size(p, n);
+    int rc;
+    if ((rc = grow((void **)&w->enc, &w->enc_cap, bound + 64)) ||
+        (rc = grow((void **)&w->scratch, &w->scratch_cap, ss + 64)))
+        return rc;
+    return tvs_lossy_lowrankq_estimate(w->enc, w->enc_cap, bytes, err, p, d, n, w->scratch);
+}
+
 /*
  * Measure every candidate of @p proto on up to @p cap values of @p d (n
  * values, nnz of them nonzero; evenly spaced runs of TVS__LRUN):
@@ -733,11 +746,12 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
         }
         /*
          * Each rate's size and error from the triplets, by the model its bit
-         * widths are chosen with; one rate (LRQ_MEASURED) is encoded and
-         * measured exactly, and calibrates the others: what zstd takes off
-         * the bodies, and how far the model's noise is from the real one
-         * (factors of a delta with many unchanged rows, an embedding's, are
-         * far from Gaussian).
+         * widths are chosen with; one rate (LRQ_MEASURED) is encoded, its
+         * error measured from its factors' real quantization errors
+         * (tvs_lossy_lowrankq_estimate: no product decoded), and it
+         * calibrates the others: what zstd takes off the bodies, and how far
+         * the model's noise is from the real one (factors of a delta with
+         * many unchanged rows, an embedding's, are far from Gaussian).
          */
         double squeeze = 1, calib = 1, exact = -1, exact_rate = 0;
         if (lrq && u->n == n) {
@@ -750,14 +764,14 @@ int tvs__lossy_analyze(tvs__lworker *w, tvs__lunit *units, uint32_t n_units, con
             pp.rate = lrq_rates[LRQ_MEASURED];
             pp.unbiased = 1;
             pp.svd = &w->svd;
+            pp.norm2 = u->norm2;
             size_t got;
             double pb, tail, noise;
-            if ((rc = roundtrip(w, &got, &pp, w->d, w->dhat, n)) ||
+            if ((rc = lrq_estimate(w, &got, &exact, &pp, w->d, n)) ||
                 (rc = tvs_lossy_lowrankq_plan(&pp, n, u->norm2, &pb, &tail, &noise)))
                 return rc;
             exact_rate = TVS__LUNIT_HDR + entropy_bytes(w->enc, got);
             squeeze = got ? (exact_rate - TVS__LUNIT_HDR) / (double)got : 1;
-            exact = sq_dist(w->d, w->dhat, n);
             /* the noise that makes lrq_err exact at this rate */
             double d2 = u->norm2, kept = d2 - tail;
             if (noise > 0 && kept > 0 && d2 > 0)
@@ -994,6 +1008,7 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
                     return rc;
                 have_svd = 1;
                 pp.svd = &w->svd;
+                pp.norm2 = u->norm2;
             }
             if (u->cand[c].all_nz)
                 pp.density = (float)((double)TVS_MAX(nnz, 1u) / (double)n);

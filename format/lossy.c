@@ -1709,8 +1709,7 @@ static size_t codec_scratch(const tvs_lossy_params *p, size_t n)
             return 0;
         k = TVS_MAX(p->rows, p->cols);
         return 16 + (p->svd ? 0 : tvs_lossy_svd_size(p->rows, p->cols, lrq_k(p))) +
-               ALIGN16(lrq_k(p)) + ALIGN16(k * 4) + bq_scratch(k, LRQ_BLOCK) +
-               ALIGN16(n * 4);
+               ALIGN16(lrq_k(p)) + 2 * ALIGN16(k * 4) + bq_scratch(k, LRQ_BLOCK);
     }
     return 0;
 }
@@ -2966,9 +2965,14 @@ int tvs_lossy_lowrankq_plan(const tvs_lossy_params *p, size_t n, double norm2, d
 /*
  * d ~ sum over the kept terms of (sqrt(s_t) u_t)(sqrt(s_t) v_t)^T, each factor
  * a least-squares BLOCKQ body (blocks of LRQ_BLOCK) at its term's width.
+ * Adds to @p r_d and @p r_r the sums over the terms of <u^, u><v^, v> and
+ * |u^|^2 |v^|^2 (u^, v^: what the factors decode to; u, v: the exact
+ * ones, sqrt(s_t) long): with the terms' directions orthogonal and the
+ * tail orthogonal to them, <r, d> and |r|^2 of the decoded unit r at scale
+ * 1, but for products of two factors' noises, which average out.
  */
 static uint8_t *lowrankq_encode(uint8_t *o, const tvs_lossy_params *p, const float *d, size_t n,
-                                void *scratch)
+                                void *scratch, double *r_d, double *r_r)
 {
     carve cv = { (uint8_t *)ALIGN16((uintptr_t)scratch) };
     tvs_lossy_svd_t own;
@@ -2981,7 +2985,9 @@ static uint8_t *lowrankq_encode(uint8_t *o, const tvs_lossy_params *p, const flo
     }
     size_t mx = TVS_MAX(p->rows, p->cols);
     uint8_t *bits = take(&cv, k);
-    float *x = take(&cv, mx * 4), *work = take(&cv, bq_scratch(mx, LRQ_BLOCK));
+    float *x = take(&cv, mx * 4), *in = take(&cv, mx * 4);
+    void *work = take(&cv, bq_scratch(mx, LRQ_BLOCK));
+    double ust[TVS_LOSSY_MAX_RANK][2];   /* each term's u^: <u^, u>, |u^|^2 */
     uint32_t r = lrq_bits(bits, p, sv->s, TVS_MIN(k, lrq_max_terms(p, n)),
                           (double)p->rate * (double)n / 8);
     tvs_store_le32(o, p->rows);
@@ -3006,9 +3012,20 @@ static uint8_t *lowrankq_encode(uint8_t *o, const tvs_lossy_params *p, const flo
         bq_fit_body(&f, x, m, &bp, work);
         uint8_t *body = o;
         double dot = 0;
-        o = bq_write(o, &f, x, p->unbiased ? &dot : NULL, NULL, NULL);
+        o = bq_write(o, &f, x, &dot, NULL, in);
         if (p->unbiased)   /* each factor keeps its full length along itself */
             rescale(body + BQ_HDR - 4, dot, dot_with(x, x, m));
+        /* decoding gives the stored mul times the brackets */
+        const double mul = u2f(tvs_load_le32(body + BQ_HDR - 4));
+        const double xd = f.mul != 0 ? dot * (mul / f.mul) : 0,
+                     xx = mul * mul * dot_with(in, in, m);
+        if (is_u) {
+            ust[c][0] = xd;
+            ust[c][1] = xx;
+        } else {
+            *r_d += ust[c][0] * xd;
+            *r_r += ust[c][1] * xx;
+        }
     }
     return o;
 }
@@ -3039,7 +3056,7 @@ static void reconstruct(float *r, const tvs_lossy_params *p, const uint8_t *scal
 
 static int unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_lossy_params *p,
                        const float *d, const uint8_t *ft, tvs_dtype dt, size_t n, void *scratch,
-                       float *r)
+                       float *r, double *est)
 {
     int rc = check_params(p, n, dt);
     if (rc)
@@ -3067,7 +3084,7 @@ static int unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_loss
     size_t need, k = tvs_lossy_keep_count(p->density, n), scale_at = SIZE_MAX;
     double dot = 0;   /* <r, d>, r the decoded unit: for params.unbiased */
     double e2 = -1;   /* |d|^2 as dot_with(d, d, n) sums it, when bq_write did */
-    const float *lrq_dec = NULL;   /* LOWRANKQ, unbiased: the unit decoded at scale 1 */
+    double lrq_rr = 0;   /* LOWRANKQ: |r|^2 at scale 1, estimated (dot: <r, d>) */
     uint8_t *o = dst;
     uint64_t *kb = NULL;
     bq_fit f;
@@ -3156,29 +3173,23 @@ static int unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_loss
         need = tvs_lossy_unit_bound(p, n, dt);
         if ((rc = need_cap(need, cap, p->codec)))
             return rc;
-        o = lowrankq_encode(o, p, d, n, scratch);
+        /* the scale correction from the factors' estimate of <r, d>, so that
+         * the product is decoded once, at its final scale, or not at all */
+        o = lowrankq_encode(o, p, d, n, scratch, &dot, &lrq_rr);
         scale_at = 12;   /* scale, 1 so far */
-        if (p->unbiased) {   /* <r, d> of the product: decode it */
-            float *dec = (float *)(ALIGN16((uintptr_t)scratch) + codec_scratch(p, n) - 16 -
-                                   ALIGN16(n * 4));
-            if ((rc = tvs_lossy_unit_decode(dec, n, p->codec, (tvs_span){ dst, (size_t)(o - dst) })))
-                return tvs__failctx(rc, "scale correction");
-            dot = dot_with(dec, d, n);
-            lrq_dec = dec;
-        }
+        if (p->unbiased || est)
+            e2 = p->norm2 > 0 ? p->norm2 : dot_with(d, d, n);
         break;
     }
     *written = (size_t)(o - dst);
     if (p->unbiased && scale_at != SIZE_MAX)
         rescale(dst + scale_at, dot, e2 >= 0 ? e2 : dot_with(d, d, n));
+    if (est && p->codec == TVS_LC_LOWRANKQ) {   /* |d - a r|^2, a the stored scale */
+        const double a = u2f(tvs_load_le32(dst + scale_at));
+        *est = TVS_MAX(0.0, e2 - 2 * a * dot + a * a * lrq_rr);
+    }
     if (!r)
         return 0;
-    if (lrq_dec) {   /* decoding gives scale * (the sums decoded at scale 1) */
-        const float sc = u2f(tvs_load_le32(dst + scale_at));
-        for (size_t i = 0; i < n; i++)
-            r[i] = sc * lrq_dec[i];
-        return 0;
-    }
     if (p->codec == TVS_LC_LOWRANK || p->codec == TVS_LC_LOWRANKQ) {
         rc = tvs_lossy_unit_decode(r, n, p->codec, (tvs_span){ dst, *written });
         return rc ? tvs__failctx(rc, "reconstruction") : 0;
@@ -3191,12 +3202,22 @@ int tvs_lossy_unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_l
                           const float *d, const uint8_t *ft, tvs_dtype dt, size_t n,
                           void *scratch)
 {
-    return unit_encode(dst, cap, written, p, d, ft, dt, n, scratch, NULL);
+    return unit_encode(dst, cap, written, p, d, ft, dt, n, scratch, NULL, NULL);
 }
 
 int tvs_lossy_unit_encode_r(uint8_t *dst, size_t cap, size_t *written, float *r,
                             const tvs_lossy_params *p, const float *d, const uint8_t *ft,
                             tvs_dtype dt, size_t n, void *scratch)
 {
-    return unit_encode(dst, cap, written, p, d, ft, dt, n, scratch, r);
+    return unit_encode(dst, cap, written, p, d, ft, dt, n, scratch, r, NULL);
+}
+
+int tvs_lossy_lowrankq_estimate(uint8_t *dst, size_t cap, size_t *written, double *err,
+                                const tvs_lossy_params *p, const float *d, size_t n,
+                                void *scratch)
+{
+    if (p->codec != TVS_LC_LOWRANKQ)
+        return tvs__fail(TVS_EINVAL, "lowrankq estimate of a %s unit",
+                         tvs_lossy_codec_name(p->codec));
+    return unit_encode(dst, cap, written, p, d, NULL, TVS_DTYPE_F32, n, scratch, NULL, err);
 }

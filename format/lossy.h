@@ -80,11 +80,12 @@ typedef struct {
                                  puts its largest |value| on the outer level (no
                                  clipping; the rare outer levels entropy-code
                                  cheaply) instead of least squares; bits >= 2 */
-    uint8_t unbiased;       /**< SIGN / BLOCKQ / SPARSEQ / LOWRANK, encoder only: the
-                                 unit's global scale is divided by <r, d> / |d|^2
-                                 (r: the reconstruction), so the stored delta keeps
-                                 the full length along d instead of the least-squares
-                                 shrinkage; see tvs_lossy_unit_encode */
+    uint8_t unbiased;       /**< SIGN / BLOCKQ / SPARSEQ / LOWRANK / LOWRANKQ, encoder
+                                 only: the unit's global scale is divided by <r, d> /
+                                 |d|^2 (r: the reconstruction; for LOWRANKQ, <r, d> as
+                                 tvs_lossy_lowrankq_estimate's model gives it), so the
+                                 stored delta keeps the full length along d instead
+                                 of the least-squares shrinkage */
     float density;          /**< SIGN / SPARSEQ: fraction of entries kept, (0, 1];
                                  the kept set is every entry with |d| ≥ a threshold
                                  (ties resolved by index, lowest first) */
@@ -95,6 +96,7 @@ typedef struct {
                                  (bodies' headers and scales included), > 0 */
     const tvs_lossy_svd_t *svd; /**< LOWRANKQ, optional: the unit's leading singular
                                  triplets (rows, cols as above; computed when NULL) */
+    double norm2;           /**< LOWRANKQ, optional: |d|², when > 0 (else summed) */
 } tvs_lossy_params;
 
 /**
@@ -130,10 +132,11 @@ size_t tvs_lossy_scratch_size(const tvs_lossy_params *p, size_t n);
 
 /**
  * The @p k (≤ min(rows, cols), ≤ TVS_LOSSY_MAX_RANK) leading singular
- * triplets of the row-major rows × cols matrix @p a, deterministically (a
- * randomized subspace iteration with one power step, oversampled by 8 or
- * more, format/lossy_svd.c: the same bits on every machine), into @p out, whose arrays live in @p mem
- * (tvs_lossy_svd_size bytes, any alignment).
+ * triplets of the row-major rows × cols matrix @p a, deterministically (the
+ * eigenvectors of the smaller side's Gram matrix, by a subspace iteration
+ * oversampled by 8 or more when that side is larger than k + 8;
+ * format/lossy_svd.c: the same bits on every machine), into @p out, whose
+ * arrays live in @p mem (tvs_lossy_svd_size bytes, any alignment).
  * @return 0, TVS_EINVAL (sizes out of range)
  */
 int tvs_lossy_svd(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t cols,
@@ -152,6 +155,18 @@ size_t tvs_lossy_svd_size(uint32_t rows, uint32_t cols, uint32_t k);
  */
 int tvs_lossy_lowrankq_plan(const tvs_lossy_params *p, size_t n, double norm2, double *bytes,
                             double *tail, double *noise);
+
+/**
+ * Encode a LOWRANKQ unit like tvs_lossy_unit_encode without decoding it,
+ * and into @p err its squared error |d − r|² as the factors' own errors
+ * give it: exact but for products of two factors' quantization noises
+ * (which average out over the terms) and the part of the tail that is
+ * not orthogonal to the terms (none, for exact triplets). Same scratch.
+ * @return as tvs_lossy_unit_encode
+ */
+int tvs_lossy_lowrankq_estimate(uint8_t *dst, size_t cap, size_t *written, double *err,
+                                const tvs_lossy_params *p, const float *d, size_t n,
+                                void *scratch);
 
 /**
  * Entries SIGN and SPARSEQ keep of @p n at @p density:

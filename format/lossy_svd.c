@@ -2,13 +2,15 @@
  * tvs_lossy_svd: the leading singular triplets of a unit's delta, for the
  * LOWRANKQ encoder (format/lossy.h).
  *
- * A randomized subspace iteration with one power step, laid out so that
- * the four passes over the matrix are f32 matrix products (AVX-512 or
- * AVX2 with FMA where the CPU has them, format/lossy_svd_avx2.c: fused
- * multiply-adds in a fixed order, so every SIMD level and the reference
- * loop give the same bits), the bases kept
- * orthonormal by Cholesky QR, and the small Rayleigh-Ritz problem solved
- * by Householder tridiagonalization and implicit QL in f64, in loops the
+ * From the Gram matrix of the matrix's smaller side (see "The plan"
+ * below): its eigenvectors, all of them when the side is small, else by a
+ * subspace iteration with two power steps and Rayleigh-Ritz; one product
+ * with the matrix then gives the other side. The products are f32 matrix
+ * products (AVX-512 or AVX2 with FMA where the CPU has them,
+ * format/lossy_svd_avx2.c: fused multiply-adds in a fixed order, so every
+ * SIMD level and the reference loop give the same bits), the bases kept
+ * orthonormal by Cholesky QR, and the small eigenproblems solved by
+ * Householder tridiagonalization and implicit QL in f64, in loops the
  * compiler vectorizes element-wise (built for AVX-512, AVX2 and the
  * baseline, chosen at load time). Everything is a fixed sequence of IEEE
  * operations: the output depends only on the input.
@@ -18,6 +20,9 @@
 
 #include <math.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define A16(x) (((x) + 15) & ~(size_t)15)
 #define R8(x) (((x) + 7) & ~(size_t)7)
@@ -251,16 +256,34 @@ sym_eig(double *a, size_t n, double *d, double *e, double *zt, double *w)
     return 0;
 }
 
-/* The layout of tvs_lossy_svd's memory. */
+/*
+ * The plan. P is the tall view of the matrix (R = max(rows, cols) rows
+ * of its m = min(rows, cols) columns: the matrix itself, or its
+ * transpose), and G = P^T P its m x m Gram matrix, whose eigenvectors are
+ * P's right singular vectors (the small side's) and whose eigenvalues are
+ * the squared singular values. G costs m/2 multiply-adds per element, one
+ * product P S for the big side k more; the rest works on G, m x m, which
+ * for the wide row blocks of a large model's chunks (m <= 256 rows of
+ * thousands of columns) is cheap next to a pass over the matrix.
+ *  - m <= L: G's eigenvectors, all of them (f64 Householder and QL).
+ *  - else: a subspace iteration on G from L random sign vectors, SVD_POWER
+ *    products each followed by Cholesky QR, then Rayleigh-Ritz on the
+ *    basis (one more product): the basis spans G^SVD_POWER Om, as the
+ *    randomized SVD's (A A^T)^q A Om does for q = SVD_POWER - 1/2.
+ */
+#define SVD_POWER 2
+
+/* The layout of tvs_lossy_svd's memory (mp = m rounded up to 8). */
 typedef struct {
-    float *Y, *Z, *T, *g, *E, *Ut, *Vt, *u, *s, *v;
+    float *P, *G, *Q, *Y, *T, *g, *E, *S, *W, *u, *s, *v;
     double *r, *d, *e, *zt;
     size_t *ord;
 } svd_mem;
 
 static size_t svd_carve(svd_mem *m, uint8_t *p, uint32_t rows, uint32_t cols, uint32_t k)
 {
-    const size_t L = svd_width(k), K = R8(k), mx = TVS_MAX(rows, cols);
+    const size_t L = svd_width(k), K = R8(k), R = TVS_MAX(rows, cols), s = TVS_MIN(rows, cols),
+                 mp = R8(s);
     size_t at = 0;
     svd_mem dummy;   /* for the element sizes */
 #define TAKE(f, n)                                \
@@ -269,13 +292,15 @@ static size_t svd_carve(svd_mem *m, uint8_t *p, uint32_t rows, uint32_t cols, ui
             m->f = (void *)(p + at);              \
         at += A16((size_t)(n) * sizeof *dummy.f); \
     } while (0)
-    TAKE(Y, (size_t)rows * L);
-    TAKE(Z, (size_t)cols * L);
-    TAKE(T, mx * L);
+    TAKE(P, R * mp);
+    TAKE(G, s * mp);
+    TAKE(Q, s * L);
+    TAKE(Y, s * L);
+    TAKE(T, s * L);
     TAKE(g, L * L);
     TAKE(E, L * K);
-    TAKE(Ut, (size_t)rows * K);
-    TAKE(Vt, (size_t)cols * K);
+    TAKE(S, s * K);
+    TAKE(W, R * K);
     TAKE(u, (size_t)k * rows);
     TAKE(s, k);
     TAKE(v, (size_t)k * cols);
@@ -296,77 +321,150 @@ size_t tvs_lossy_svd_size(uint32_t rows, uint32_t cols, uint32_t k)
     return 16 + svd_carve(NULL, NULL, rows, cols, k);
 }
 
+/* P (R x mp) = the tall view of @p a (rows x cols), its padding columns zero. */
+static void tall_view(float *P, const float *a, size_t rows, size_t cols, size_t mp)
+{
+    if (rows >= cols) {
+        for (size_t i = 0; i < rows; i++) {
+            memcpy(P + i * mp, a + i * cols, cols * sizeof *P);
+            for (size_t j = cols; j < mp; j++)
+                P[i * mp + j] = 0;
+        }
+        return;
+    }
+    /* the transpose: tiles of 4 x 4 (a copy: the same bits at every level) */
+    size_t i0 = 0;
+#if defined(__SSE2__)
+    for (; i0 + 4 <= rows; i0 += 4) {
+        const float *a0 = a + i0 * cols;
+        size_t j = 0;
+        for (; j + 4 <= cols; j += 4) {
+            __m128 r0 = _mm_loadu_ps(a0 + j), r1 = _mm_loadu_ps(a0 + cols + j),
+                   r2 = _mm_loadu_ps(a0 + 2 * cols + j), r3 = _mm_loadu_ps(a0 + 3 * cols + j);
+            _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+            _mm_storeu_ps(P + j * mp + i0, r0);
+            _mm_storeu_ps(P + (j + 1) * mp + i0, r1);
+            _mm_storeu_ps(P + (j + 2) * mp + i0, r2);
+            _mm_storeu_ps(P + (j + 3) * mp + i0, r3);
+        }
+        for (; j < cols; j++)
+            for (size_t i = i0; i < i0 + 4; i++)
+                P[j * mp + i] = a[i * cols + j];
+    }
+#endif
+    for (; i0 < rows; i0++)
+        for (size_t j = 0; j < cols; j++)
+            P[j * mp + i0] = a[i0 * cols + j];
+    for (size_t j = 0; j < cols; j++)
+        for (size_t i = rows; i < mp; i++)
+            P[j * mp + i] = 0;
+}
+
+/* Eigenvalues (into d) and vectors of the symmetric f32 matrix @p h (n x n,
+ * row stride ld), by magnitude descending, vector t's entries into column t
+ * of @p out (n rows, stride K) for t < k, the other columns up to K zero.
+ * The matrix is made exactly symmetric first (the mean of its two halves). */
+static int eig_into(float *out, size_t K, const float *h, size_t ld, size_t n, size_t k,
+                    svd_mem *m)
+{
+    double *a = m->r;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < n; j++)
+            a[i * n + j] = 0.5 * ((double)h[i * ld + j] + (double)h[j * ld + i]);
+    if (sym_eig(a, n, m->d, m->e, m->zt, m->r + n * n))
+        return -1;
+    for (size_t t = 0; t < n; t++)
+        m->ord[t] = t;
+    for (size_t x = 1; x < n; x++)   /* by eigenvalue, descending; stable */
+        for (size_t y = x; y > 0 && m->d[m->ord[y]] > m->d[m->ord[y - 1]]; y--) {
+            size_t tmp = m->ord[y];
+            m->ord[y] = m->ord[y - 1];
+            m->ord[y - 1] = tmp;
+        }
+    for (size_t q = 0; q < n; q++)
+        for (size_t t = 0; t < K; t++)
+            out[q * K + t] = t < k ? (float)m->zt[m->ord[t] * n + q] : 0.0f;
+    return 0;
+}
+
 int tvs_lossy_svd(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t cols,
                   uint32_t k, void *mem)
 {
     if (!tvs_lossy_svd_size(rows, cols, k))
         return tvs__fail(TVS_EINVAL, "svd of %ux%u to %u triplets is out of range", rows, cols,
                          k);
-    const size_t L = svd_width(k), K = R8(k);
+    const size_t L = svd_width(k), K = R8(k), R = TVS_MAX(rows, cols),
+                 sm = TVS_MIN(rows, cols), mp = R8(sm);
+    const int wide = rows < cols;
     svd_mem m;
     svd_carve(&m, (uint8_t *)A16((uintptr_t)mem), rows, cols, k);
-    uint64_t seed = 0x6c6f737379ull;   /* fixed: the output depends only on the input */
-    for (size_t i = 0; i < (size_t)cols * L; i += 64) {   /* 64 signs per draw */
-        uint64_t z = (seed += 0x9e3779b97f4a7c15ull);      /* splitmix64 */
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        z ^= z >> 31;
-        const size_t len = TVS_MIN(64, (size_t)cols * L - i);
-        for (size_t b = 0; b < len; b++)   /* bit b: +1, else -1 (branch-free) */
-            m.Z[i + b] = (float)((int)((z >> b) & 1) * 2 - 1);
+    tall_view(m.P, a, rows, cols, mp);
+    /* G = P^T P: its lower triangle in blocks of 8 rows (and up to the next
+     * multiple of 8 columns), then mirrored (fmaf(x, y, c) = fmaf(y, x, c):
+     * the mirror computes the same bits) */
+    for (size_t i0 = 0; i0 < sm; i0 += 8) {
+        const size_t mb = TVS_MIN(8, sm - i0);
+        sgemm(m.G + i0 * mp, mp, m.P + i0, 1, mp, m.P, mp, mb, R8(i0 + mb), R);
     }
-    /* Y = A Om, Z = A^T Y, Y = A Z, each basis orthonormalized; then Z =
-     * A^T Y, so that A ~ Y Z^T */
-    sgemm(m.Y, L, a, cols, 1, m.Z, L, rows, L, cols);
-    chol_qr(m.Y, m.T, rows, L, m.g, m.r);
-    sgemm(m.Z, L, a, 1, cols, m.Y, L, cols, L, rows);
-    chol_qr(m.Z, m.T, cols, L, m.g, m.r);
-    sgemm(m.Y, L, a, cols, 1, m.Z, L, rows, L, cols);
-    chol_qr(m.Y, m.T, rows, L, m.g, m.r);   /* Y = A Z is well conditioned: once is enough */
-    sgemm(m.Z, L, a, 1, cols, m.Y, L, cols, L, rows);
-    /* the eigenvectors e of Z^T Z rotate Y Z^T into orthogonal terms (Y e)(Z e)^T */
-    sgemm(m.g, L, m.Z, 1, L, m.Z, L, L, L, cols);
-    for (size_t i = 0; i < L * L; i++)
-        m.r[i] = m.g[i];
-    if (sym_eig(m.r, L, m.d, m.e, m.zt, m.r + L * L))
-        return tvs__fail(TVS_EINVAL, "svd of %ux%u: the values are not finite", rows, cols);
-    for (size_t t = 0; t < L; t++)
-        m.ord[t] = t;
-    for (size_t x = 1; x < L; x++)   /* by eigenvalue, descending; stable */
-        for (size_t y = x; y > 0 && m.d[m.ord[y]] > m.d[m.ord[y - 1]]; y--) {
-            size_t tmp = m.ord[y];
-            m.ord[y] = m.ord[y - 1];
-            m.ord[y - 1] = tmp;
+    for (size_t i = 0; i < sm; i++)
+        for (size_t t = i + 1; t < sm; t++)
+            m.G[i * mp + t] = m.G[t * mp + i];
+    int bad;
+    if (sm <= L) {
+        bad = eig_into(m.S, K, m.G, mp, sm, k, &m);
+    } else {
+        uint64_t seed = 0x6c6f737379ull;   /* fixed: the output depends only on the input */
+        for (size_t i = 0; i < sm * L; i += 64) {   /* 64 signs per draw */
+            uint64_t z = (seed += 0x9e3779b97f4a7c15ull);   /* splitmix64 */
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+            z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+            z ^= z >> 31;
+            const size_t len = TVS_MIN(64, sm * L - i);
+            for (size_t b = 0; b < len; b++)   /* bit b: +1, else -1 (branch-free) */
+                m.Q[i + b] = (float)((int)((z >> b) & 1) * 2 - 1);
         }
-    memset(m.E, 0, L * K * sizeof *m.E);
-    for (size_t t = 0; t < k; t++)
-        for (size_t q = 0; q < L; q++)
-            m.E[q * K + t] = (float)m.zt[m.ord[t] * L + q];
-    sgemm(m.Ut, K, m.Y, L, 1, m.E, K, rows, K, L);
-    sgemm(m.Vt, K, m.Z, L, 1, m.E, K, cols, K, L);
-    /* s_t = |Z e_t| (more exact than the eigenvalue), summed over j in order
-     * for every t at once; then the vectors, transposed */
+        for (int it = 0; it < SVD_POWER; it++) {
+            sgemm(m.Y, L, m.G, mp, 1, m.Q, L, sm, L, sm);
+            chol_qr(m.Y, m.T, sm, L, m.g, m.r);
+            float *t = m.Q;
+            m.Q = m.Y;
+            m.Y = t;
+        }
+        /* Rayleigh-Ritz: the eigenvectors E of Q^T G Q rotate the basis */
+        sgemm(m.Y, L, m.G, mp, 1, m.Q, L, sm, L, sm);
+        sgemm(m.g, L, m.Q, 1, L, m.Y, L, L, L, sm);
+        bad = eig_into(m.E, K, m.g, L, L, k, &m);
+        if (!bad)
+            sgemm(m.S, K, m.Q, L, 1, m.E, K, sm, K, L);
+    }
+    if (bad)
+        return tvs__fail(TVS_EINVAL, "svd of %ux%u: the values are not finite", rows, cols);
+    /* the big side: W = P S, whose column t is s_t times its singular vector
+     * (s_t = |W e_t|, more exact than the eigenvalue), summed over rows in
+     * order for every t at once; then the vectors, transposed */
+    sgemm(m.W, K, m.P, mp, 1, m.S, K, R, K, sm);
     double *nn = m.d, *inv = m.e;
     for (size_t t = 0; t < k; t++)
         nn[t] = 0;
-    for (size_t j = 0; j < cols; j++) {
-        const float *vj = m.Vt + j * K;
+    for (size_t j = 0; j < R; j++) {
+        const float *wj = m.W + j * K;
         for (size_t t = 0; t < k; t++)
-            nn[t] += (double)vj[t] * vj[t];
+            nn[t] += (double)wj[t] * wj[t];
     }
     for (size_t t = 0; t < k; t++) {
         double sg = sqrt(nn[t]);
         m.s[t] = (float)sg;
         inv[t] = sg > 0 ? 1.0 / sg : 0;
     }
-    for (size_t j0 = 0; j0 < cols; j0 += 16)   /* in blocks of 16 rows, kept in cache */
+    float *big = wide ? m.v : m.u, *small = wide ? m.u : m.v;
+    for (size_t j0 = 0; j0 < R; j0 += 16)   /* in blocks of 16 rows, kept in cache */
         for (size_t t = 0; t < k; t++)
-            for (size_t j = j0; j < TVS_MIN(j0 + 16, cols); j++)
-                m.v[t * cols + j] = (float)(m.Vt[j * K + t] * inv[t]);
-    for (size_t i0 = 0; i0 < rows; i0 += 16)
+            for (size_t j = j0; j < TVS_MIN(j0 + 16, R); j++)
+                big[t * R + j] = (float)(m.W[j * K + t] * inv[t]);
+    for (size_t i0 = 0; i0 < sm; i0 += 16)
         for (size_t t = 0; t < k; t++)
-            for (size_t i = i0; i < TVS_MIN(i0 + 16, rows); i++)
-                m.u[t * rows + i] = m.Ut[i * K + t];
+            for (size_t i = i0; i < TVS_MIN(i0 + 16, sm); i++)
+                small[t * sm + i] = m.S[i * K + t];
     *out = (tvs_lossy_svd_t){ rows, cols, k, m.u, m.s, m.v };
     return 0;
 }

@@ -215,8 +215,9 @@ Test(lossy_cli, bits_budget_is_met_and_error_falls_with_bits)
             }
             cr_assert(lrq >= 28, "%zu of %zu units are lowrankq", lrq, json_array_size(units));
             /* the output head counts more in the allocation (it writes the logits):
-             * counted like any other unit, it got 0.48 bits per parameter here */
-            cr_assert(head >= 0 && head < 0.6 * others && head_bits >= 0.6,
+             * counted like any other unit, it got 0.24 bits per parameter here
+             * (relative error 0.16); weighted, about 0.5 (0.12) */
+            cr_assert(head >= 0 && head < 0.6 * others && head_bits >= 0.4,
                       "lm_head: relative error %.4f at %.3f bits, the other low-rank units' "
                       "least %.4f", head, head_bits, others);
             json_decref(units);

@@ -945,6 +945,9 @@ Test(lossy, svd_gives_the_same_bits_at_every_simd_level_and_captures_the_leading
      * columns, rotations of 40 and 56 */
     svd_levels(99, 203, 37);
     svd_levels(61, 70, 50);
+    /* and tall: the Gram matrix of the columns, not of the rows */
+    svd_levels(203, 99, 37);
+    svd_levels(70, 61, 50);
 }
 
 Test(lossy, lowrankq_spends_about_its_rate_and_its_error_falls_as_the_rate_rises)
@@ -1529,7 +1532,7 @@ Test(lossy, lowrankq_encode_r_gives_bit_for_bit_what_decoding_gives)
             tvs_lossy_params p = { .codec = TVS_LC_LOWRANKQ, .rows = (uint32_t)rows,
                                    .cols = (uint32_t)cols, .rank = 20 };
             p.rate = v >> 1 ? 2.0f : 0.5f;
-            p.unbiased = v & 1;   /* unbiased: rescaled from the sums decoded once */
+            p.unbiased = v & 1;   /* unbiased: rescaled by the factors' estimate */
             const float *x = zero ? z : d;
             size_t bound = tvs_lossy_unit_bound(&p, n, TVS_DTYPE_F32), l1;
             uint8_t *a = malloc(bound);
@@ -1539,11 +1542,13 @@ Test(lossy, lowrankq_encode_r_gives_bit_for_bit_what_decoding_gives)
             float *dh = dec(a, l1, p.codec, n);
             cr_assert_arr_eq(r, dh, n * sizeof *r, "rate %g unbiased %d zero %d", p.rate,
                              p.unbiased, zero);
-            if (!zero && p.unbiased) {   /* and the correction held: <r, d> = |d|^2 */
+            if (!zero && p.unbiased) {   /* and the correction held: <r, d> = |d|^2,
+                                          * to the estimate's cross terms (a 48 x 40
+                                          * matrix: a few in ten thousand) */
                 double rd = 0, dd = 0;
                 for (size_t i = 0; i < n; i++)
                     rd += (double)r[i] * d[i], dd += (double)d[i] * d[i];
-                cr_assert_float_eq(rd / dd, 1.0, 1e-5, "<r, d> / |d|^2 = %g", rd / dd);
+                cr_assert_float_eq(rd / dd, 1.0, 3e-3, "<r, d> / |d|^2 = %g", rd / dd);
             }
             free(dh);
             free(a);
@@ -1552,6 +1557,56 @@ Test(lossy, lowrankq_encode_r_gives_bit_for_bit_what_decoding_gives)
     free(d);
     free(z);
     free(r);
+}
+
+/* the estimate of a LOWRANKQ unit's error against its real error, decoded */
+static void lrq_estimate_holds(size_t rows, size_t cols, double tol)
+{
+    size_t n = rows * cols;
+    float *d = decaying(rows, cols, 41);
+    double dd = 0;
+    for (size_t i = 0; i < n; i++)
+        dd += (double)d[i] * d[i];
+    static const float rates[] = { 0.25f, 0.5f, 1.0f, 2.0f };
+    for (size_t i = 0; i < sizeof rates / sizeof *rates; i++)
+        for (int unb = 0; unb < 2; unb++) {
+            tvs_lossy_params p = { .codec = TVS_LC_LOWRANKQ, .rows = (uint32_t)rows,
+                                   .cols = (uint32_t)cols, .rank = 64, .rate = rates[i],
+                                   .unbiased = (uint8_t)unb };
+            size_t bound = tvs_lossy_unit_bound(&p, n, TVS_DTYPE_F32), l1, l2;
+            uint8_t *a = malloc(bound), *b = malloc(bound);
+            void *scratch = malloc(tvs_lossy_scratch_size(&p, n));
+            double est = -1;
+            tt_ok(tvs_lossy_lowrankq_estimate(a, bound, &l1, &est, &p, d, n, scratch));
+            tt_ok(tvs_lossy_unit_encode(b, bound, &l2, &p, d, NULL, TVS_DTYPE_F32, n, scratch));
+            cr_assert_eq(l1, l2);
+            cr_assert_arr_eq(a, b, l1, "the estimate encodes what encoding does");
+            float *dh = dec(a, l1, p.codec, n);
+            double e = 0;
+            for (size_t j = 0; j < n; j++)
+                e += ((double)dh[j] - d[j]) * ((double)dh[j] - d[j]);
+            cr_assert_float_eq(est / dd, e / dd, tol * e / dd,
+                               "%zux%zu rate %g unbiased %d: estimated %g, real %g", rows, cols,
+                               rates[i], unb, est / dd, e / dd);
+            free(dh);
+            free(a);
+            free(b);
+            free(scratch);
+        }
+    free(d);
+}
+
+Test(lossy, lowrankq_estimates_its_error_from_its_factors)
+{
+    lrq_estimate_holds(128, 96, 0.02);
+    lrq_estimate_holds(64, 300, 0.02);
+    tvs_lossy_params p = { .codec = TVS_LC_BLOCKQ, .bits = 2, .block = 64 };
+    uint8_t buf[64];
+    size_t len;
+    double est;
+    float x[64] = { 0 };
+    tt_fails(tvs_lossy_lowrankq_estimate(buf, sizeof buf, &len, &est, &p, x, 64, buf),
+             TVS_EINVAL);
 }
 
 Test(lossy, encoders_refuse_bad_params_and_non_finite_deltas)
@@ -2361,7 +2416,11 @@ Test(lossy, golden_encodings_never_change)
             .factor_dtype = TVS_DTYPE_BF16 },
           "e4d6493f1efc957e5ba6b2bd387fec34" },
         { { .codec = TVS_LC_LOWRANKQ, .rows = 32, .cols = 64, .rank = 21, .rate = 1.0f },
-          "db06678a4e333798f81925a26b255e8b" },
+          "a91fb45141988e9d1ba85b69629a02e8" },
+        /* tall, and the subspace iteration (the other all eigenvectors), unbiased */
+        { { .codec = TVS_LC_LOWRANKQ, .rows = 64, .cols = 32, .rank = 8, .rate = 1.5f,
+            .unbiased = 1 },
+          "6f453cb9388df582846f1969d4c0eb04" },
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         size_t len;
