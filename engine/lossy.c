@@ -77,8 +77,16 @@ static int ensure_floats(tvs__lworker *w, size_t n)
     return 0;
 }
 
+/*
+ * The loops over a unit's elements below are built for AVX-512, AVX2 and
+ * the baseline (chosen at load time): their lanes are written out, so every
+ * build sums in the same order and gives the same bits.
+ */
+#define TVS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
 /* One block of sq_dist: at most 256 values x - y (y NULL: x), in eight f32 lanes. */
-static double sq_block(const float *x, const float *y, size_t len)
+static inline __attribute__((always_inline)) double sq_block(const float *x, const float *y,
+                                                             size_t len)
 {
     float acc[8] = { 0 };
     size_t j = 0;
@@ -104,7 +112,7 @@ static double sq_block(const float *x, const float *y, size_t len)
  * Sum of (a[i] - b[i])^2 (b NULL: of a[i]^2): eight float lanes over blocks
  * of 256 values, blocks summed in double -- vectorizable, and within 1e-6.
  */
-static double sq_dist(const float *a, const float *b, size_t n)
+TVS_CLONES static double sq_dist(const float *a, const float *b, size_t n)
 {
     double total = 0;
     for (size_t at = 0; at < n; at += 256)
@@ -120,7 +128,7 @@ static inline float u2f(uint32_t u)
 }
 
 /* Entries that are not +-0 (compared as bits: vectorizable, 32-bit counts). */
-static size_t count_nonzero(const float *x, size_t n)
+static inline __attribute__((always_inline)) size_t count_nonzero(const float *x, size_t n)
 {
     size_t z = 0;
     for (size_t at = 0; at < n; at += 1u << 20) {
@@ -153,8 +161,8 @@ static inline uint32_t bf16_at(const uint8_t *p, size_t i)
  * pass; @p tmp, n floats, is scratch for the others). Returns the nonzeros
  * of d.
  */
-static size_t load_delta(float *d, float *tmp, const uint8_t *ft, const uint8_t *base,
-                         tvs_dtype dt, size_t n)
+TVS_CLONES static size_t load_delta(float *d, float *tmp, const uint8_t *ft,
+                                    const uint8_t *base, tvs_dtype dt, size_t n)
 {
     if (dt == TVS_DTYPE_BF16) {
         float *restrict dd = d;
@@ -939,7 +947,7 @@ int tvs__lossy_allocate(tvs__lunit *const *u, size_t n, double budget)
  * values to the fine-tune's elements @p ft, as sq_dist sums it. Block by
  * block, while each is in cache.
  */
-static int apply_dist(double *e, uint8_t *out, const uint8_t *base, const float *dhat,
+TVS_CLONES static int apply_dist(double *e, uint8_t *out, const uint8_t *base, const float *dhat,
                       const uint8_t *ft, tvs_dtype dt, size_t n)
 {
     unsigned width = tvs_dtype_bits(dt) / 8;

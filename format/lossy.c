@@ -3054,6 +3054,16 @@ static void reconstruct(float *r, const tvs_lossy_params *p, const uint8_t *scal
         r[i] = kept_at(kb, i) ? s * r[--j] : 0.0f;
 }
 
+/* 1 if any of @p d is not finite (no early exit: the loop vectorizes). */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static int
+any_special(const float *d, size_t n)
+{
+    uint32_t special = 0;
+    for (size_t i = 0; i < n; i++)
+        special |= (f2u(d[i]) & 0x7f800000u) == 0x7f800000u;
+    return special != 0;
+}
+
 static int unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_lossy_params *p,
                        const float *d, const uint8_t *ft, tvs_dtype dt, size_t n, void *scratch,
                        float *r, double *est)
@@ -3073,10 +3083,7 @@ static int unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_loss
         memcpy(dst, ft, need);
         return *written = need, 0;
     }
-    uint32_t special = 0;   /* no early exit: the loop vectorizes */
-    for (size_t i = 0; i < n; i++)
-        special |= (f2u(d[i]) & 0x7f800000u) == 0x7f800000u;
-    if (special)
+    if (any_special(d, n))
         for (size_t i = 0; i < n; i++)
             if (!finite32(f2u(d[i])))
                 return tvs__fail(TVS_EINVAL, "delta element %zu is not finite", i);
