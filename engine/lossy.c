@@ -288,7 +288,7 @@ static void candidates(tvs__lunit *u, double nz)
 
 /*
  * Low rank: a cheap probe, the spectrum of up to LR_ROWS of the chunk's
- * changed rows (their Gram matrix, by cyclic Jacobi). A delta of rank r has
+ * changed rows (their Gram matrix's eigenvalues). A delta of rank r has
  * rank <= r on any rows, so when a few components hold nearly all the
  * sampled energy, LOWRANK candidates join at those ranks -- fitted on the
  * whole unit and measured, since a long spectral tail can hide from a few
@@ -296,45 +296,6 @@ static void candidates(tvs__lunit *u, double nz)
  */
 #define LR_ROWS 32
 #define LR_COLS 512   /* columns sampled: runs of 64 spread over the row */
-
-static void jacobi_eigenvalues(double *a, unsigned n, double *ev)
-{
-    for (int sweep = 0; sweep < 30; sweep++) {
-        double off = 0;
-        for (unsigned p = 0; p < n; p++)
-            for (unsigned q = p + 1; q < n; q++)
-                off += a[p * n + q] * a[p * n + q];
-        if (off < 1e-30)
-            break;
-        for (unsigned p = 0; p < n; p++)
-            for (unsigned q = p + 1; q < n; q++) {
-                double apq = a[p * n + q];
-                if (fabs(apq) < 1e-300)
-                    continue;
-                double theta = (a[q * n + q] - a[p * n + p]) / (2 * apq);
-                double t = (theta >= 0 ? 1 : -1) / (fabs(theta) + sqrt(theta * theta + 1));
-                double c = 1 / sqrt(t * t + 1), s = t * c;
-                for (unsigned k = 0; k < n; k++) {
-                    double akp = a[k * n + p], akq = a[k * n + q];
-                    a[k * n + p] = c * akp - s * akq;
-                    a[k * n + q] = s * akp + c * akq;
-                }
-                for (unsigned k = 0; k < n; k++) {
-                    double apk = a[p * n + k], aqk = a[q * n + k];
-                    a[p * n + k] = c * apk - s * aqk;
-                    a[q * n + k] = s * apk + c * aqk;
-                }
-            }
-    }
-    for (unsigned i = 0; i < n; i++)
-        ev[i] = a[i * n + i] > 0 ? a[i * n + i] : 0;
-}
-
-static int dbl_desc(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? 1 : x > y ? -1 : 0;
-}
 
 /*
  * The spectrum of up to LR_ROWS of the changed rows [0, rows) of @p d (cols
@@ -398,8 +359,10 @@ static unsigned probe_spectrum(const float *d, uint32_t rows, uint32_t cols, dou
         *total += g[i * m + i];
     if (*total <= 0)
         return 0;
-    jacobi_eigenvalues(g, m, ev);
-    qsort(ev, m, sizeof *ev, dbl_desc);
+    if (tvs_lossy_eigvals(g, m, ev))
+        return 0;   /* not finite: no spectrum */
+    for (unsigned i = 0; i < m; i++)
+        ev[i] = ev[i] > 0 ? ev[i] : 0;
     return m;
 }
 

@@ -141,6 +141,13 @@ size_t tvs_lossy_scratch_size(const tvs_lossy_params *p, size_t n);
  */
 int tvs_lossy_svd(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t cols,
                   uint32_t k, void *mem);
+/**
+ * The eigenvalues of the symmetric @p n × @p n matrix @p a (row-major, f64,
+ * destroyed; 1 ≤ n ≤ 64), descending, into @p ev — Householder and QL, the
+ * same bits on every machine: an encoder's probe of a spectrum.
+ * @return 0, TVS_EINVAL (n out of range, or values not finite)
+ */
+int tvs_lossy_eigvals(double *a, size_t n, double *ev);
 /** Bytes tvs_lossy_svd needs for @p k triplets; 0 if out of range. */
 size_t tvs_lossy_svd_size(uint32_t rows, uint32_t cols, uint32_t k);
 

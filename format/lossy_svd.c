@@ -387,6 +387,22 @@ static int eig_into(float *out, size_t K, const float *h, size_t ld, size_t n, s
     return 0;
 }
 
+int tvs_lossy_eigvals(double *a, size_t n, double *ev)
+{
+    double zt[64 * 64], e[64], w[64];
+    if (n < 1 || n > 64)
+        return tvs__fail(TVS_EINVAL, "eigenvalues of a %zux%zu matrix: 1 to 64 rows", n, n);
+    if (sym_eig(a, n, ev, e, zt, w))
+        return tvs__fail(TVS_EINVAL, "eigenvalues: the values are not finite");
+    for (size_t x = 1; x < n; x++)   /* descending */
+        for (size_t y = x; y > 0 && ev[y] > ev[y - 1]; y--) {
+            double t = ev[y];
+            ev[y] = ev[y - 1];
+            ev[y - 1] = t;
+        }
+    return 0;
+}
+
 int tvs_lossy_svd(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t cols,
                   uint32_t k, void *mem)
 {

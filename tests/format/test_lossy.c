@@ -1559,6 +1559,34 @@ Test(lossy, lowrankq_encode_r_gives_bit_for_bit_what_decoding_gives)
     free(r);
 }
 
+Test(lossy, eigvals_of_a_rotated_diagonal_matrix_come_back_descending)
+{
+    /* Q diag(l) Q^T for a Householder reflection Q = I - 2 w w^T / |w|^2 */
+    enum { N = 24 };
+    double a[N * N], ev[N], l[N], w[N], ww = 0;
+    for (int i = 0; i < N; i++) {
+        l[i] = (i * 7) % N - 3.5;   /* a permutation, some negative */
+        w[i] = 1.0 + i % 5;
+        ww += w[i] * w[i];
+    }
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0;
+            for (int k = 0; k < N; k++) {
+                double qik = (i == k) - 2 * w[i] * w[k] / ww, qjk = (j == k) - 2 * w[j] * w[k] / ww;
+                s += qik * l[k] * qjk;
+            }
+            a[i * N + j] = s;
+        }
+    tt_ok(tvs_lossy_eigvals(a, N, ev));
+    for (int i = 0; i < N; i++)
+        cr_assert_float_eq(ev[i], N - 1 - i - 3.5, 1e-9, "eigenvalue %d: %g", i, ev[i]);
+    double x[4] = { 1, 0, 0, NAN };
+    tt_fails(tvs_lossy_eigvals(x, 2, ev), TVS_EINVAL);
+    tt_fails(tvs_lossy_eigvals(a, 65, ev), TVS_EINVAL);
+    tt_fails(tvs_lossy_eigvals(a, 0, ev), TVS_EINVAL);
+}
+
 /* the estimate of a LOWRANKQ unit's error against its real error, decoded */
 static void lrq_estimate_holds(size_t rows, size_t cols, double tol)
 {
