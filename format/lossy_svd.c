@@ -332,29 +332,36 @@ static void tall_view(float *P, const float *a, size_t rows, size_t cols, size_t
         }
         return;
     }
-    /* the transpose: tiles of 4 x 4 (a copy: the same bits at every level) */
-    size_t i0 = 0;
+    /* the transpose (a copy: the same bits at every level), in blocks of 32
+     * rows by 64 columns, whose pages all stay in the TLB, of 4 x 4 tiles */
+    size_t i4 = 0;
 #if defined(__SSE2__)
-    for (; i0 + 4 <= rows; i0 += 4) {
-        const float *a0 = a + i0 * cols;
-        size_t j = 0;
-        for (; j + 4 <= cols; j += 4) {
-            __m128 r0 = _mm_loadu_ps(a0 + j), r1 = _mm_loadu_ps(a0 + cols + j),
-                   r2 = _mm_loadu_ps(a0 + 2 * cols + j), r3 = _mm_loadu_ps(a0 + 3 * cols + j);
-            _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-            _mm_storeu_ps(P + j * mp + i0, r0);
-            _mm_storeu_ps(P + (j + 1) * mp + i0, r1);
-            _mm_storeu_ps(P + (j + 2) * mp + i0, r2);
-            _mm_storeu_ps(P + (j + 3) * mp + i0, r3);
+    i4 = rows & ~(size_t)3;
+    for (size_t ib = 0; ib < i4; ib += 32)
+        for (size_t jb = 0; jb < cols; jb += 64) {
+            const size_t ie = TVS_MIN(ib + 32, i4), je = TVS_MIN(jb + 64, cols);
+            for (size_t i0 = ib; i0 < ie; i0 += 4) {
+                const float *a0 = a + i0 * cols;
+                size_t j = jb;
+                for (; j + 4 <= je; j += 4) {
+                    __m128 r0 = _mm_loadu_ps(a0 + j), r1 = _mm_loadu_ps(a0 + cols + j),
+                           r2 = _mm_loadu_ps(a0 + 2 * cols + j),
+                           r3 = _mm_loadu_ps(a0 + 3 * cols + j);
+                    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+                    _mm_storeu_ps(P + j * mp + i0, r0);
+                    _mm_storeu_ps(P + (j + 1) * mp + i0, r1);
+                    _mm_storeu_ps(P + (j + 2) * mp + i0, r2);
+                    _mm_storeu_ps(P + (j + 3) * mp + i0, r3);
+                }
+                for (; j < je; j++)
+                    for (size_t i = i0; i < i0 + 4; i++)
+                        P[j * mp + i] = a[i * cols + j];
+            }
         }
-        for (; j < cols; j++)
-            for (size_t i = i0; i < i0 + 4; i++)
-                P[j * mp + i] = a[i * cols + j];
-    }
 #endif
-    for (; i0 < rows; i0++)
+    for (size_t i = i4; i < rows; i++)
         for (size_t j = 0; j < cols; j++)
-            P[j * mp + i0] = a[i0 * cols + j];
+            P[j * mp + i] = a[i * cols + j];
     for (size_t j = 0; j < cols; j++)
         for (size_t i = rows; i < mp; i++)
             P[j * mp + i] = 0;
