@@ -967,15 +967,21 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
         if ((rc = ensure_floats(w, n)) ||
             (rc = grow((void **)&w->elems, &w->elems_cap, n * width)))
             return rc;
-        size_t nnz = load_delta(w->d, w->base, uft, ubase, dt, n);
+        /* the delta, unless LOWRANKQ from kept triplets is all this unit needs */
+        size_t nnz = 0;
+        int have_d = 0, have_svd = 0;
         u->from = u->pick;
-        int have_svd = 0;
         for (uint8_t c = u->pick;; c++) {
             tvs_lossy_params pp = u->cand[c].p;
             const tvs_lossy_params *p = &pp;
+            if (pp.codec == TVS_LC_LOWRANKQ && !have_svd)
+                have_svd = kept_svd(u, pp.rows, pp.cols, &w->svd);
+            if (!have_d && !(pp.codec == TVS_LC_LOWRANKQ && have_svd && u->norm2 > 0)) {
+                nnz = load_delta(w->d, w->base, uft, ubase, dt, n);
+                have_d = 1;
+            }
             if (pp.codec == TVS_LC_LOWRANKQ) {
-                if (!have_svd && !kept_svd(u, pp.rows, pp.cols, &w->svd) &&
-                    (rc = unit_svd(w, w->d, pp.rows, pp.cols)))
+                if (!have_svd && (rc = unit_svd(w, w->d, pp.rows, pp.cols)))
                     return rc;
                 have_svd = 1;
                 pp.svd = &w->svd;

@@ -3083,7 +3083,9 @@ static int unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_loss
         memcpy(dst, ft, need);
         return *written = need, 0;
     }
-    if (any_special(d, n))
+    /* LOWRANKQ from given triplets and |d|^2 does not read d */
+    const int reads_d = !(p->codec == TVS_LC_LOWRANKQ && p->svd && p->norm2 > 0);
+    if (reads_d && any_special(d, n))
         for (size_t i = 0; i < n; i++)
             if (!finite32(f2u(d[i])))
                 return tvs__fail(TVS_EINVAL, "delta element %zu is not finite", i);

@@ -96,7 +96,8 @@ typedef struct {
                                  (bodies' headers and scales included), > 0 */
     const tvs_lossy_svd_t *svd; /**< LOWRANKQ, optional: the unit's leading singular
                                  triplets (rows, cols as above; computed when NULL) */
-    double norm2;           /**< LOWRANKQ, optional: |d|², when > 0 (else summed) */
+    double norm2;           /**< LOWRANKQ, optional: |d|², when > 0 (else summed);
+                                 with svd too, the encoder does not read d */
 } tvs_lossy_params;
 
 /**
