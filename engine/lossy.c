@@ -18,19 +18,28 @@ struct tvs__lworker {
     size_t svd_cap;
     tvs_lossy_svd_t svd;
     int lrq;                                 /* try LOWRANKQ candidates */
-    size_t kept;                             /* bytes of triplets kept with units */
+    size_t keep;                             /* bytes of triplets it may keep, each kind */
+    size_t kept, kept_small;                 /* ... kept with units: whole, smaller side */
 };
 
 /*
- * Triplets a worker keeps from analysis for encoding, at most (beyond it,
- * encoding computes them again: the same bits, only slower).
+ * Triplets a worker keeps from analysis for encoding: whole, up to
+ * LRQ_KEEP bytes ($TVS_LRQ_KEEP overrides it), then only their smaller
+ * side's vectors (about a ninth of them, for a wide chunk), up to as many
+ * bytes again (encoding then takes the other side from the delta in one
+ * product), then none (encoding computes them again): the same bits
+ * each way, only slower.
  */
-#define LRQ_KEEP_MAX ((size_t)1 << 30)
+#define LRQ_KEEP ((size_t)1 << 30)
 
 int tvs__lworker_new(tvs__lworker **out)
 {
     *out = tvs_calloc(1, sizeof **out);
-    return *out ? 0 : tvs__fail(TVS_ENOMEM, "out of memory for the lossy encoder");
+    if (!*out)
+        return tvs__fail(TVS_ENOMEM, "out of memory for the lossy encoder");
+    const char *e = getenv("TVS_LRQ_KEEP");
+    (*out)->keep = e && *e ? (size_t)strtoull(e, NULL, 0) : LRQ_KEEP;
+    return 0;
 }
 
 void tvs__lworker_set_lowrankq(tvs__lworker *w, int on) { w->lrq = on; }
@@ -425,25 +434,41 @@ static double lrq_err(double d2, double tail, double noise, int unbiased)
 static void keep_svd(tvs__lworker *w, tvs__lunit *u)
 {
     const tvs_lossy_svd_t *sv = &w->svd;
+    const size_t sm = TVS_MIN(sv->rows, sv->cols);
     size_t floats = (size_t)sv->k * ((size_t)sv->rows + sv->cols + 1);
-    if (u->svd || w->kept + floats * 4 > LRQ_KEEP_MAX)
+    int whole = w->kept + floats * 4 <= w->keep;
+    if (!whole)
+        floats = (size_t)sv->k * sm;
+    if (u->svd || (!whole && w->kept_small + floats * 4 > w->keep))
         return;
     float *f = tvs_malloc(floats * sizeof *f);
     if (!f)
         return;   /* encoding computes them again */
-    memcpy(f, sv->u, (size_t)sv->k * sv->rows * 4);
-    memcpy(f + (size_t)sv->k * sv->rows, sv->s, (size_t)sv->k * 4);
-    memcpy(f + (size_t)sv->k * (sv->rows + 1), sv->v, (size_t)sv->k * sv->cols * 4);
+    if (whole) {
+        memcpy(f, sv->u, (size_t)sv->k * sv->rows * 4);
+        memcpy(f + (size_t)sv->k * sv->rows, sv->s, (size_t)sv->k * 4);
+        memcpy(f + (size_t)sv->k * (sv->rows + 1), sv->v, (size_t)sv->k * sv->cols * 4);
+        w->kept += floats * 4;
+    } else {
+        memcpy(f, sv->rows < sv->cols ? sv->u : sv->v, floats * 4);
+        w->kept_small += floats * 4;
+    }
     u->svd = f;
     u->svd_k = sv->k;
-    w->kept += floats * 4;
+    u->svd_small = (uint8_t)!whole;
 }
 
-/* The triplets kept with @p u (rows x cols) into @p sv; 0 if none. */
+/*
+ * The triplets kept with @p u (rows x cols) into w->svd: 1 if whole, 2 if
+ * only their smaller side was kept (then tvs_lossy_svd_resume rebuilds them
+ * from the delta), 0 if none.
+ */
 static int kept_svd(const tvs__lunit *u, uint32_t rows, uint32_t cols, tvs_lossy_svd_t *sv)
 {
     if (!u->svd)
         return 0;
+    if (u->svd_small)
+        return 2;
     const size_t k = u->svd_k;
     *sv = (tvs_lossy_svd_t){ rows, cols, u->svd_k, u->svd, u->svd + k * rows,
                              u->svd + k * (rows + 1) };
@@ -976,13 +1001,20 @@ int tvs__lossy_encode(tvs__lworker *w, tvs_buf *out, tvs__lunit *units, uint32_t
             const tvs_lossy_params *p = &pp;
             if (pp.codec == TVS_LC_LOWRANKQ && !have_svd)
                 have_svd = kept_svd(u, pp.rows, pp.cols, &w->svd);
-            if (!have_d && !(pp.codec == TVS_LC_LOWRANKQ && have_svd && u->norm2 > 0)) {
+            if (!have_d && !(pp.codec == TVS_LC_LOWRANKQ && have_svd == 1 && u->norm2 > 0)) {
                 nnz = load_delta(w->d, w->base, uft, ubase, dt, n);
                 have_d = 1;
             }
             if (pp.codec == TVS_LC_LOWRANKQ) {
-                if (!have_svd && (rc = unit_svd(w, w->d, pp.rows, pp.cols)))
+                if (have_svd == 2) {   /* from the smaller side kept */
+                    size_t need = tvs_lossy_svd_size(pp.rows, pp.cols, u->svd_k);
+                    if ((rc = grow((void **)&w->svd_mem, &w->svd_cap, need)) ||
+                        (rc = tvs_lossy_svd_resume(&w->svd, w->d, pp.rows, pp.cols, u->svd_k,
+                                                   u->svd, w->svd_mem)))
+                        return rc;
+                } else if (!have_svd && (rc = unit_svd(w, w->d, pp.rows, pp.cols))) {
                     return rc;
+                }
                 have_svd = 1;
                 pp.svd = &w->svd;
                 pp.norm2 = u->norm2;

@@ -48,8 +48,10 @@ typedef struct {
     uint8_t from;                /* the pick encoding started from (it may move on) */
     uint8_t written;             /* the candidate written */
     float *svd;                  /* LOWRANKQ: the unit's triplets, kept from analysis
-                                    for encoding (u, s, v of tvs_lossy_svd_t), or NULL */
+                                    for encoding (u, s, v of tvs_lossy_svd_t; or with
+                                    svd_small, the smaller side's vectors), or NULL */
     uint32_t svd_k;
+    uint8_t svd_small;
 } tvs__lunit;
 
 typedef struct tvs__lworker tvs__lworker;

@@ -149,6 +149,15 @@ int tvs_lossy_svd(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t 
  * @return 0, TVS_EINVAL (n out of range, or values not finite)
  */
 int tvs_lossy_eigvals(double *a, size_t n, double *ev);
+/**
+ * The same triplets as tvs_lossy_svd(out, a, rows, cols, k, mem) gave, from
+ * the smaller side's vectors it gave (@p small: k × min(rows, cols), that
+ * call's out->u when rows < cols, else its out->v): one product with @p a
+ * instead of the Gram matrix and its eigenvectors. Same @p mem.
+ * @return 0, TVS_EINVAL (sizes out of range)
+ */
+int tvs_lossy_svd_resume(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t cols,
+                         uint32_t k, const float *small, void *mem);
 /** Bytes tvs_lossy_svd needs for @p k triplets; 0 if out of range. */
 size_t tvs_lossy_svd_size(uint32_t rows, uint32_t cols, uint32_t k);
 

@@ -394,6 +394,44 @@ static int eig_into(float *out, size_t K, const float *h, size_t ld, size_t n, s
     return 0;
 }
 
+/*
+ * The big side from the small side's k vectors in m->S (sm x K): W = P S,
+ * with P's element (j, i) at p[j * prs + i * pks] (the same products,
+ * wherever P is read from), whose column t is s_t times its singular
+ * vector (s_t = |W e_t|, more exact than the eigenvalue), summed over rows
+ * in order for every t at once; then the vectors, transposed, into out.
+ */
+static void finish(tvs_lossy_svd_t *out, svd_mem *m, const float *p, size_t prs, size_t pks,
+                   uint32_t rows, uint32_t cols, uint32_t k)
+{
+    const size_t K = R8(k), R = TVS_MAX(rows, cols), sm = TVS_MIN(rows, cols);
+    const int wide = rows < cols;
+    sgemm(m->W, K, p, prs, pks, m->S, K, R, K, sm);
+    double *nn = m->d, *inv = m->e;
+    for (size_t t = 0; t < k; t++)
+        nn[t] = 0;
+    for (size_t j = 0; j < R; j++) {
+        const float *wj = m->W + j * K;
+        for (size_t t = 0; t < k; t++)
+            nn[t] += (double)wj[t] * wj[t];
+    }
+    for (size_t t = 0; t < k; t++) {
+        double sg = sqrt(nn[t]);
+        m->s[t] = (float)sg;
+        inv[t] = sg > 0 ? 1.0 / sg : 0;
+    }
+    float *big = wide ? m->v : m->u, *small = wide ? m->u : m->v;
+    for (size_t j0 = 0; j0 < R; j0 += 16)   /* in blocks of 16 rows, kept in cache */
+        for (size_t t = 0; t < k; t++)
+            for (size_t j = j0; j < TVS_MIN(j0 + 16, R); j++)
+                big[t * R + j] = (float)(m->W[j * K + t] * inv[t]);
+    for (size_t i0 = 0; i0 < sm; i0 += 16)
+        for (size_t t = 0; t < k; t++)
+            for (size_t i = i0; i < TVS_MIN(i0 + 16, sm); i++)
+                small[t * sm + i] = m->S[i * K + t];
+    *out = (tvs_lossy_svd_t){ rows, cols, k, m->u, m->s, m->v };
+}
+
 int tvs_lossy_eigvals(double *a, size_t n, double *ev)
 {
     double zt[64 * 64], e[64], w[64];
@@ -418,7 +456,6 @@ int tvs_lossy_svd(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t 
                          k);
     const size_t L = svd_width(k), K = R8(k), R = TVS_MAX(rows, cols),
                  sm = TVS_MIN(rows, cols), mp = R8(sm);
-    const int wide = rows < cols;
     svd_mem m;
     svd_carve(&m, (uint8_t *)A16((uintptr_t)mem), rows, cols, k);
     tall_view(m.P, a, rows, cols, mp);
@@ -462,32 +499,26 @@ int tvs_lossy_svd(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t 
     }
     if (bad)
         return tvs__fail(TVS_EINVAL, "svd of %ux%u: the values are not finite", rows, cols);
-    /* the big side: W = P S, whose column t is s_t times its singular vector
-     * (s_t = |W e_t|, more exact than the eigenvalue), summed over rows in
-     * order for every t at once; then the vectors, transposed */
-    sgemm(m.W, K, m.P, mp, 1, m.S, K, R, K, sm);
-    double *nn = m.d, *inv = m.e;
-    for (size_t t = 0; t < k; t++)
-        nn[t] = 0;
-    for (size_t j = 0; j < R; j++) {
-        const float *wj = m.W + j * K;
-        for (size_t t = 0; t < k; t++)
-            nn[t] += (double)wj[t] * wj[t];
-    }
-    for (size_t t = 0; t < k; t++) {
-        double sg = sqrt(nn[t]);
-        m.s[t] = (float)sg;
-        inv[t] = sg > 0 ? 1.0 / sg : 0;
-    }
-    float *big = wide ? m.v : m.u, *small = wide ? m.u : m.v;
-    for (size_t j0 = 0; j0 < R; j0 += 16)   /* in blocks of 16 rows, kept in cache */
-        for (size_t t = 0; t < k; t++)
-            for (size_t j = j0; j < TVS_MIN(j0 + 16, R); j++)
-                big[t * R + j] = (float)(m.W[j * K + t] * inv[t]);
-    for (size_t i0 = 0; i0 < sm; i0 += 16)
-        for (size_t t = 0; t < k; t++)
-            for (size_t i = i0; i < TVS_MIN(i0 + 16, sm); i++)
-                small[t * sm + i] = m.S[i * K + t];
-    *out = (tvs_lossy_svd_t){ rows, cols, k, m.u, m.s, m.v };
+    finish(out, &m, m.P, mp, 1, rows, cols, k);
+    return 0;
+}
+
+int tvs_lossy_svd_resume(tvs_lossy_svd_t *out, const float *a, uint32_t rows, uint32_t cols,
+                         uint32_t k, const float *small, void *mem)
+{
+    if (!tvs_lossy_svd_size(rows, cols, k))
+        return tvs__fail(TVS_EINVAL, "svd of %ux%u to %u triplets is out of range", rows, cols,
+                         k);
+    const size_t K = R8(k), sm = TVS_MIN(rows, cols);
+    svd_mem m;
+    svd_carve(&m, (uint8_t *)A16((uintptr_t)mem), rows, cols, k);
+    for (size_t i = 0; i < sm; i++)
+        for (size_t t = 0; t < K; t++)
+            m.S[i * K + t] = t < k ? small[t * sm + i] : 0.0f;
+    /* P's rows are the matrix's rows, or its columns: read in place */
+    if (rows < cols)
+        finish(out, &m, a, 1, cols, rows, cols, k);
+    else
+        finish(out, &m, a, cols, 1, rows, cols, k);
     return 0;
 }

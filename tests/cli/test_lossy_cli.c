@@ -298,6 +298,20 @@ Test(lossy_cli, encoding_is_deterministic)
     json_t *ra = stats_ref("a"), *rb = stats_ref("b");
     cr_assert_eq(num(ra, "own_bytes"), num(rb, "own_bytes"));
     json_decref(ra), json_decref(rb);
+    /* the same bytes whether the low-rank chunks' triplets were kept whole
+     * from measuring to encoding, only by their smaller side (rebuilt from the
+     * delta), or not at all (computed again): with 2 MB, the shared model's 29
+     * LOWRANKQ chunks take all three ways */
+    static const char *const keeps[] = { "TVS_LRQ_KEEP=0", "TVS_LRQ_KEEP=2000000" };
+    for (size_t k = 0; k < 2; k++) {
+        const char *ek[3] = { env[0], keeps[k], NULL };
+        char name[8];
+        snprintf(name, sizeof name, "k%zu", k);
+        tt_cli_quiet(ek, "compress", "ft-math", "--as", name, "--bits", "1", "--threads", "1",
+                     NULL);
+        ok("export", name, "-o", pb);
+        cr_assert_eq(tt_files_equal(pa, pb, why, sizeof why), 1, "%s: %s", keeps[k], why);
+    }
     free(pa), free(pb);
 }
 

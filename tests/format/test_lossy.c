@@ -924,7 +924,25 @@ static void svd_levels(size_t rows, size_t cols, size_t k)
         cr_assert_eq(memcmp(a.u, b.u, k * rows * 4), 0, "left vectors, level %d", level);
         cr_assert_eq(memcmp(a.v, b.v, k * cols * 4), 0, "right vectors, level %d", level);
     }
+    /* resumed from the smaller side's vectors: the same triplets again */
+    const float *small = rows < cols ? a.u : a.v;
+    float *keep = malloc(k * TVS_MIN(rows, cols) * sizeof *keep);
+    memcpy(keep, small, k * TVS_MIN(rows, cols) * sizeof *keep);
+    for (int level = 0; level <= 1; level++) {
+        tvs_lossy_svd_t c;
+        tvs__lossy_simd = level;
+        memset(m1, 0, need);
+        tt_ok(tvs_lossy_svd_resume(&c, d, (uint32_t)rows, (uint32_t)cols, (uint32_t)k, keep,
+                                   m1));
+        cr_assert_eq(memcmp(a.s, c.s, k * 4), 0, "%zux%zu resumed: singular values", rows, cols);
+        cr_assert_eq(memcmp(a.u, c.u, k * rows * 4), 0, "resumed: left vectors");
+        cr_assert_eq(memcmp(a.v, c.v, k * cols * 4), 0, "resumed: right vectors");
+    }
+    tt_fails(tvs_lossy_svd_resume(&b, d, (uint32_t)rows, (uint32_t)cols, 0, keep, m1),
+             TVS_EINVAL);
+    free(keep);
     tvs__lossy_simd = 1;
+    tt_ok(tvs_lossy_svd(&b, d, (uint32_t)rows, (uint32_t)cols, (uint32_t)k, m1));
     /* the k leading terms hold nearly all of the energy the best rank k holds
      * (here about 1 - 0.64^k of it, the directions being nearly orthogonal) */
     double total = 0, got = 0;
