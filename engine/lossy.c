@@ -516,31 +516,33 @@ static double entropy_bytes(const uint8_t *b, size_t n)
     return (double)n * TVS_MIN(8.0, e + 0.05) / 8;
 }
 
+/* Room in w->enc and w->scratch to encode n values with @p p. */
+static int enc_room(tvs__lworker *w, const tvs_lossy_params *p, size_t n)
+{
+    size_t bound = tvs_lossy_unit_bound(p, n, TVS_DTYPE_F32);
+    size_t ss = tvs_lossy_scratch_size(p, n);
+    int rc = grow((void **)&w->enc, &w->enc_cap, bound + 64);
+    return rc ? rc : grow((void **)&w->scratch, &w->scratch_cap, ss + 64);
+}
+
 /* Encode @p d (n values) with @p p into w->enc, and into @p dhat what it decodes to. */
 static int roundtrip(tvs__lworker *w, size_t *bytes, const tvs_lossy_params *p,
                      const float *d, float *dhat, size_t n)
 {
-    size_t bound = tvs_lossy_unit_bound(p, n, TVS_DTYPE_F32);
-    size_t ss = tvs_lossy_scratch_size(p, n);
-    int rc;
-    if ((rc = grow((void **)&w->enc, &w->enc_cap, bound + 64)) ||
-        (rc = grow((void **)&w->scratch, &w->scratch_cap, ss + 64)))
-        return rc;
-    return tvs_lossy_unit_encode_r(w->enc, w->enc_cap, bytes, dhat, p, d, NULL, TVS_DTYPE_F32,
-                                   n, w->scratch);
+    int rc = enc_room(w, p, n);
+    return rc ? rc
+              : tvs_lossy_unit_encode_r(w->enc, w->enc_cap, bytes, dhat, p, d, NULL,
+                                        TVS_DTYPE_F32, n, w->scratch);
 }
 
 /* A LOWRANKQ encoding of @p d (n values) into w->enc, its squared error estimated. */
 static int lrq_estimate(tvs__lworker *w, size_t *bytes, double *err, const tvs_lossy_params *p,
                         const float *d, size_t n)
 {
-    size_t bound = tvs_lossy_unit_bound(p, n, TVS_DTYPE_F32);
-    size_t ss = tvs_lossy_scratch_size(p, n);
-    int rc;
-    if ((rc = grow((void **)&w->enc, &w->enc_cap, bound + 64)) ||
-        (rc = grow((void **)&w->scratch, &w->scratch_cap, ss + 64)))
-        return rc;
-    return tvs_lossy_lowrankq_estimate(w->enc, w->enc_cap, bytes, err, p, d, n, w->scratch);
+    int rc = enc_room(w, p, n);
+    return rc ? rc
+              : tvs_lossy_lowrankq_estimate(w->enc, w->enc_cap, bytes, err, p, d, n,
+                                            w->scratch);
 }
 
 /*
