@@ -965,10 +965,15 @@ static inline __attribute__((always_inline)) void lr_accum(float *o, size_t sl, 
  * u[r * ldu + k] (U transposed), each sum fused multiply-adds in rank order
  * (SPEC.md 2.7). fmaf is exact on every machine (glibc takes the
  * instruction where the CPU has it, else computes it in software, slowly),
- * so every path gives these bits.
+ * so every path gives these bits. With @p v1 (a version 1 chunk), each sum
+ * is acc = acc + u * v instead, every product and sum rounded to f32, as
+ * LOWRANK's loop does: only old objects take it, so it stays this plain
+ * loop (vectorized over the strip by the compiler, the bits unchanged:
+ * -ffp-contract=off).
  */
 static void lrq_ref(float *o, size_t ldo, const float *u, size_t ldu, const float *v,
-                    size_t cols, uint32_t rank, size_t nrows, size_t j0, size_t j1, float scale)
+                    size_t cols, uint32_t rank, size_t nrows, size_t j0, size_t j1, float scale,
+                    int v1)
 {
     for (size_t k = 0; k < nrows; k++) {
         float *ok = o + k * ldo;
@@ -979,37 +984,12 @@ static void lrq_ref(float *o, size_t ldo, const float *u, size_t ldu, const floa
                 acc[x] = 0.0f;
             for (uint32_t r = 0; r < rank; r++) {
                 const float ur = u[r * ldu + k], *restrict vr = v + (size_t)r * cols + j;
-                for (size_t x = 0; x < sl; x++)
-                    acc[x] = fmaf(ur, vr[x], acc[x]);
-            }
-            for (size_t x = 0; x < sl; x++)
-                acc[x] = scale * acc[x];
-        }
-    }
-}
-
-/*
- * LOWRANKQ in a version 1 chunk (SPEC.md 2.7): the same tile, but each sum
- * is acc = acc + u * v in rank order from +0, every product and sum rounded
- * to f32, as LOWRANK's loop does. Only old objects take it, so it stays a
- * plain loop (vectorized over the strip by the compiler, the bits unchanged:
- * -ffp-contract=off).
- */
-static void lrq_ref_v1(float *o, size_t ldo, const float *u, size_t ldu, const float *v,
-                       size_t cols, uint32_t rank, size_t nrows, size_t j0, size_t j1,
-                       float scale)
-{
-    for (size_t k = 0; k < nrows; k++) {
-        float *ok = o + k * ldo;
-        for (size_t j = j0; j < j1; j += STRIP) {
-            const size_t sl = TVS_MIN(j1 - j, STRIP);
-            float *restrict acc = ok + (j - j0);
-            for (size_t x = 0; x < sl; x++)
-                acc[x] = 0.0f;
-            for (uint32_t r = 0; r < rank; r++) {
-                const float ur = u[r * ldu + k], *restrict vr = v + (size_t)r * cols + j;
-                for (size_t x = 0; x < sl; x++)
-                    acc[x] = acc[x] + ur * vr[x];
+                if (v1)
+                    for (size_t x = 0; x < sl; x++)
+                        acc[x] = acc[x] + ur * vr[x];
+                else
+                    for (size_t x = 0; x < sl; x++)
+                        acc[x] = fmaf(ur, vr[x], acc[x]);
             }
             for (size_t x = 0; x < sl; x++)
                 acc[x] = scale * acc[x];
@@ -1045,7 +1025,7 @@ static void lrq_tile(float *o, size_t ldo, const udec *d, size_t i, size_t nrows
     const float *u = (const float *)(const void *)d->u + i;   /* U transposed: column i */
     const float *v = (const float *)(const void *)d->v;
     if (d->version == 1) {
-        lrq_ref_v1(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale);
+        lrq_ref(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale, 1);
         return;
     }
     switch (lrq_kernel()) {
@@ -1056,7 +1036,7 @@ static void lrq_tile(float *o, size_t ldo, const udec *d, size_t i, size_t nrows
         tvs__lrq_rows_fma(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale);
         break;
     default:
-        lrq_ref(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale);
+        lrq_ref(o, ldo, u, d->rows, v, d->cols, d->rank, nrows, j0, j1, d->scale, 0);
     }
 }
 
@@ -2965,11 +2945,12 @@ int tvs_lossy_lowrankq_plan(const tvs_lossy_params *p, size_t n, double norm2, d
 /*
  * d ~ sum over the kept terms of (sqrt(s_t) u_t)(sqrt(s_t) v_t)^T, each factor
  * a least-squares BLOCKQ body (blocks of LRQ_BLOCK) at its term's width.
- * Adds to @p r_d and @p r_r the sums over the terms of <u^, u><v^, v> and
- * |u^|^2 |v^|^2 (u^, v^: what the factors decode to; u, v: the exact
- * ones, sqrt(s_t) long): with the terms' directions orthogonal and the
- * tail orthogonal to them, <r, d> and |r|^2 of the decoded unit r at scale
- * 1, but for products of two factors' noises, which average out.
+ * Adds to @p r_d and @p r_r (unless NULL) the sums over the terms of
+ * <u^, u><v^, v> and |u^|^2 |v^|^2 (u^, v^: what the factors decode to;
+ * u, v: the exact ones, sqrt(s_t) long): with the terms' directions
+ * orthogonal and the tail orthogonal to them, <r, d> and |r|^2 of the
+ * decoded unit r at scale 1, but for products of two factors' noises,
+ * which average out.
  */
 static uint8_t *lowrankq_encode(uint8_t *o, const tvs_lossy_params *p, const float *d, size_t n,
                                 void *scratch, double *r_d, double *r_r)
@@ -3018,13 +2999,14 @@ static uint8_t *lowrankq_encode(uint8_t *o, const tvs_lossy_params *p, const flo
         /* decoding gives the stored mul times the brackets */
         const double mul = u2f(tvs_load_le32(body + BQ_HDR - 4));
         const double xd = f.mul != 0 ? dot * (mul / f.mul) : 0,
-                     xx = mul * mul * dot_with(in, in, m);
+                     xx = r_r ? mul * mul * dot_with(in, in, m) : 0;
         if (is_u) {
             ust[c][0] = xd;
             ust[c][1] = xx;
         } else {
             *r_d += ust[c][0] * xd;
-            *r_r += ust[c][1] * xx;
+            if (r_r)
+                *r_r += ust[c][1] * xx;
         }
     }
     return o;
@@ -3184,7 +3166,7 @@ static int unit_encode(uint8_t *dst, size_t cap, size_t *written, const tvs_loss
             return rc;
         /* the scale correction from the factors' estimate of <r, d>, so that
          * the product is decoded once, at its final scale, or not at all */
-        o = lowrankq_encode(o, p, d, n, scratch, &dot, &lrq_rr);
+        o = lowrankq_encode(o, p, d, n, scratch, &dot, est ? &lrq_rr : NULL);
         scale_at = 12;   /* scale, 1 so far */
         if (p->unbiased || est)
             e2 = p->norm2 > 0 ? p->norm2 : dot_with(d, d, n);
